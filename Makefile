@@ -1,0 +1,153 @@
+# parley — build, test, benchmark, install.
+#
+#   make            library, CLI and test programs (build/)
+#   make test       installs missing Debian packages, then runs every test
+#   make bench      prints figures and writes build/bench.jsonl
+#   make asan|ubsan|tsan   the test suite under a sanitizer (build/<name>/)
+#   make fuzz       runs the libFuzzer targets for FUZZ_SECONDS each (clang)
+#   make install    PREFIX=/usr/local DESTDIR=
+#   make format-check
+
+BUILD    ?= build
+CC       ?= gcc
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+FUZZ_SECONDS ?= 60
+
+BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
+BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
+        -Wcast-qual -Wno-unused-parameter
+# Portable baseline: any x86-64. Faster kernels are chosen at run time (core/runtime/cpu.c)
+# from files compiled with their own ISA flags below.
+ARCH     := -march=x86-64 -mtune=generic
+OPT      ?= -O2
+CFLAGS   ?= $(OPT) -g
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(ARCH) $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) \
+             -Icore -Itests $(BLAS_CFLAGS) -MMD -MP
+LDLIBS   := $(BLAS_LIBS) -lpthread -lm
+LDFLAGS  ?=
+
+AVX2_FLAGS   := -mavx2 -mfma -mf16c
+AVX512_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mavx2 -mfma -mf16c
+
+CORE_SRC  := $(sort $(wildcard core/*/*.c))
+TEST_SRC  := $(sort $(wildcard tests/unit/*.c tests/ref/*.c)) tests/test_main.c
+BENCH_SRC := $(sort $(wildcard tests/bench/*.c))
+
+CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o)
+TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/%.o)
+BENCH_OBJ := $(BENCH_SRC:%.c=$(BUILD)/%.o)
+
+LIB   := $(BUILD)/libparley.a
+CLI   := $(BUILD)/parley
+TESTS := $(BUILD)/parley-tests
+BENCH := $(BUILD)/parley-bench
+
+.PHONY: all test unit deps bench install uninstall asan ubsan tsan fuzz fuzz-build \
+        format format-check clean
+
+all: $(LIB) $(CLI) $(TESTS) $(BENCH)
+
+$(BUILD)/%_avx2.o: %_avx2.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(AVX2_FLAGS) -c $< -o $@
+
+$(BUILD)/%_avx512.o: %_avx512.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(AVX512_FLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(LIB): $(CORE_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(CLI): $(BUILD)/daemon/parley.o $(LIB)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(TESTS): $(TEST_OBJ) $(LIB)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BENCH): $(BENCH_OBJ) $(LIB)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# ---- tests ---------------------------------------------------------------------------------
+
+deps:
+	@deploy/install-deps.sh
+
+# The README's test command. Unit tests (every kernel level this CPU has), golden tests
+# against PyTorch, the fuzz corpus replay, then the same suite under ASan and UBSan.
+test: deps
+	@tests/run.sh
+
+unit: $(TESTS) $(CLI)
+	$(TESTS)
+
+bench: $(BENCH)
+	$(BENCH) --json $(BUILD)/bench.jsonl
+
+# ---- sanitizers ----------------------------------------------------------------------------
+
+SAN_OPT := -O1 -g -fno-omit-frame-pointer
+asan:
+	$(MAKE) BUILD=build/asan CFLAGS="$(SAN_OPT)" \
+	    EXTRA_CFLAGS="-fsanitize=address" LDFLAGS="-fsanitize=address" \
+	    build/asan/parley-tests build/asan/parley
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 build/asan/parley-tests
+ubsan:
+	$(MAKE) BUILD=build/ubsan CFLAGS="$(SAN_OPT)" \
+	    EXTRA_CFLAGS="-fsanitize=undefined -fno-sanitize-recover=all" \
+	    LDFLAGS="-fsanitize=undefined" build/ubsan/parley-tests build/ubsan/parley
+	UBSAN_OPTIONS=print_stacktrace=1 build/ubsan/parley-tests
+tsan:
+	$(MAKE) BUILD=build/tsan CFLAGS="$(SAN_OPT)" \
+	    EXTRA_CFLAGS="-fsanitize=thread" LDFLAGS="-fsanitize=thread" build/tsan/parley-tests
+	TSAN_OPTIONS=halt_on_error=1 build/tsan/parley-tests
+
+# ---- fuzzing (clang + libFuzzer) -----------------------------------------------------------
+
+FUZZ_SRC := $(sort $(wildcard tests/fuzz/*_fuzz.c))
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+FUZZ_SAN := -fsanitize=address,undefined
+
+fuzz-build:
+	$(MAKE) BUILD=build/fuzz CC=clang CFLAGS="-O1 -g" \
+	    EXTRA_CFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" build/fuzz/libparley.a
+	$(MAKE) $(FUZZ_BIN)
+build/fuzz/%: tests/fuzz/%.c build/fuzz/libparley.a
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -Icore -Itests -fsanitize=fuzzer $(FUZZ_SAN) \
+	    $^ $(LDLIBS) -o $@
+fuzz: fuzz-build
+	@for f in $(FUZZ_BIN); do \
+	    name=$$(basename $$f _fuzz); mkdir -p build/fuzz/corpus-$$name; \
+	    echo "fuzzing $$name for $(FUZZ_SECONDS) s"; \
+	    $$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 build/fuzz/corpus-$$name \
+	        tests/fuzz/corpus/$$name || exit 1; \
+	done
+
+# ---- install -------------------------------------------------------------------------------
+
+install: $(CLI) $(LIB)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib
+	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/parley
+	install -m 644 $(LIB) $(DESTDIR)$(PREFIX)/lib/libparley.a
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/parley $(DESTDIR)$(PREFIX)/lib/libparley.a
+
+# ---- style ---------------------------------------------------------------------------------
+
+FORMAT_SRC = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+format:
+	clang-format -i $(FORMAT_SRC)
+format-check:
+	clang-format --dry-run --Werror $(FORMAT_SRC)
+
+clean:
+	rm -rf build
+
+-include $(CORE_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BENCH_OBJ:.o=.d) $(BUILD)/daemon/parley.d
