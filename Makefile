@@ -69,7 +69,7 @@ $(LIB): $(CORE_OBJ)
 $(CLI): $(BUILD)/daemon/parley.o $(LIB)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(TESTS): $(TEST_OBJ) $(LIB)
+$(TESTS): $(TEST_OBJ) $(LIB) | $(CLI)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BENCH): $(BENCH_OBJ) $(LIB)
@@ -113,7 +113,7 @@ tsan:
 
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/*_fuzz.c))
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
-FUZZ_SAN := -fsanitize=address,undefined
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all
 
 fuzz-build:
 	$(MAKE) BUILD=build/fuzz CC=clang CFLAGS="-O1 -g" \

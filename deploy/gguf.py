@@ -116,7 +116,17 @@ class Writer:
 
     def add_raw_tensor(self, name, shape, type_id, data):
         """A tensor whose bytes are already encoded (shape in torch order)."""
-        self.tensors.append((name, tuple(shape), type_id, bytes(data)))
+        if any(n == name for n, *_ in self.tensors):
+            raise ValueError("duplicate tensor %s" % name)
+        shape = tuple(int(s) for s in shape) or (1,)
+        sizes = {F32: (1, 4), F16: (1, 2), BF16: (1, 2), Q8_0: (Q8_0_BLOCK, 34)}
+        if type_id in sizes:  # a wrong length would shift every later tensor's offset
+            block, block_bytes = sizes[type_id]
+            n = int(np.prod(shape, dtype=np.int64))
+            if min(shape) < 1 or shape[-1] % block or len(data) != n // block * block_bytes:
+                raise ValueError("tensor %s: %d bytes do not hold shape %s of type %d"
+                                 % (name, len(data), shape, type_id))
+        self.tensors.append((name, shape, type_id, bytes(data)))
 
     @staticmethod
     def _string(s):
