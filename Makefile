@@ -25,7 +25,7 @@ ARCH     := -march=x86-64 -mtune=generic
 OPT      ?= -O2
 CFLAGS   ?= $(OPT) -g
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(ARCH) $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) \
-             -Icore -Itests $(BLAS_CFLAGS) -MMD -MP
+             -Icore -Iproto -Itests $(BLAS_CFLAGS) -MMD -MP
 LDLIBS   := $(BLAS_LIBS) -lpthread -lm
 LDFLAGS  ?=
 
@@ -33,14 +33,19 @@ AVX2_FLAGS   := -mavx2 -mfma -mf16c
 AVX512_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mavx2 -mfma -mf16c
 
 CORE_SRC  := $(sort $(wildcard core/*/*.c))
+PROTO_SRC := $(sort $(wildcard proto/*.c proto/*/*.c))
+CLI_SRC   := $(sort $(wildcard daemon/*.c))
 TEST_SRC  := $(sort $(wildcard tests/unit/*.c tests/ref/*.c)) tests/test_main.c
 BENCH_SRC := $(sort $(wildcard tests/bench/*.c))
 
 CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o)
+PROTO_OBJ := $(PROTO_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/%.o)
 BENCH_OBJ := $(BENCH_SRC:%.c=$(BUILD)/%.o)
 
 LIB   := $(BUILD)/libparley.a
+PROTO_LIB := $(BUILD)/libparley-proto.a
 CLI   := $(BUILD)/parley
 TESTS := $(BUILD)/parley-tests
 BENCH := $(BUILD)/parley-bench
@@ -48,7 +53,7 @@ BENCH := $(BUILD)/parley-bench
 .PHONY: all test unit deps bench install uninstall asan ubsan tsan fuzz fuzz-build \
         format format-check clean
 
-all: $(LIB) $(CLI) $(TESTS) $(BENCH)
+all: $(LIB) $(PROTO_LIB) $(CLI) $(TESTS) $(BENCH)
 
 $(BUILD)/%_avx2.o: %_avx2.c
 	@mkdir -p $(@D)
@@ -66,10 +71,14 @@ $(LIB): $(CORE_OBJ)
 	@rm -f $@
 	$(AR) rcs $@ $^
 
-$(CLI): $(BUILD)/daemon/parley.o $(LIB)
+$(PROTO_LIB): $(PROTO_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(CLI): $(CLI_OBJ) $(PROTO_LIB) $(LIB)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(TESTS): $(TEST_OBJ) $(LIB) | $(CLI)
+$(TESTS): $(TEST_OBJ) $(PROTO_LIB) $(LIB) | $(CLI)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BENCH): $(BENCH_OBJ) $(LIB)
@@ -150,4 +159,4 @@ format-check:
 clean:
 	rm -rf build
 
--include $(CORE_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BENCH_OBJ:.o=.d) $(BUILD)/daemon/parley.d
+-include $(CORE_OBJ:.o=.d) $(PROTO_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BENCH_OBJ:.o=.d)

@@ -1,0 +1,18 @@
+/*
+ * cmd — the subcommands of the `parley` tool, one file each (daemon/cmd_<name>.c).
+ *
+ * A command gets argv with argv[0] its own name and returns the process exit status:
+ * 0 success, 1 failure while running, CMD_EXIT_USAGE (2) bad usage or unreadable input after
+ * one line "parley: <reason>" on stderr.
+ */
+#ifndef PARLEY_CMD_H
+#define PARLEY_CMD_H
+
+#define CMD_EXIT_USAGE 2
+
+/* 1 when arg asks for help (--help or -h). */
+int cmd_is_help(const char *arg);
+
+int cmd_info(int argc, char **argv);
+
+#endif
