@@ -16,6 +16,10 @@ FUZZ_SECONDS ?= 60
 
 BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
 BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+# PCRE2 (text pre-tokenizer, core) and libopusfile (Ogg Opus uploads, proto)
+DEP_CFLAGS  := $(shell pkg-config --cflags opusfile 2>/dev/null)
+DEP_LIBS    := $(shell pkg-config --libs opusfile 2>/dev/null || echo -lopusfile -lopus -logg) \
+               -lpcre2-8
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
         -Wcast-qual -Wno-unused-parameter
@@ -25,8 +29,8 @@ ARCH     := -march=x86-64 -mtune=generic
 OPT      ?= -O2
 CFLAGS   ?= $(OPT) -g
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(ARCH) $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) \
-             -Icore -Iproto -Itests $(BLAS_CFLAGS) -MMD -MP
-LDLIBS   := $(BLAS_LIBS) -lpthread -lm
+             -Icore -Iproto -Itests $(BLAS_CFLAGS) $(DEP_CFLAGS) -MMD -MP
+LDLIBS   := $(BLAS_LIBS) $(DEP_LIBS) -lpthread -lm
 LDFLAGS  ?=
 
 AVX2_FLAGS   := -mavx2 -mfma -mf16c
