@@ -19,7 +19,7 @@ BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas
 # PCRE2 (text pre-tokenizer, core) and libopusfile (Ogg Opus uploads, proto)
 DEP_CFLAGS  := $(shell pkg-config --cflags opusfile 2>/dev/null)
 DEP_LIBS    := $(shell pkg-config --libs opusfile 2>/dev/null || echo -lopusfile -lopus -logg) \
-               -lpcre2-8
+               -lpcre2-8 -lmicrohttpd -ljansson -lsystemd
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
         -Wcast-qual -Wno-unused-parameter
@@ -38,18 +38,22 @@ AVX512_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mavx2 -
 
 CORE_SRC  := $(sort $(wildcard core/*/*.c))
 PROTO_SRC := $(sort $(wildcard proto/*.c proto/*/*.c))
-CLI_SRC   := $(sort $(wildcard daemon/*.c))
+CLI_SRC   := daemon/parley.c $(sort $(wildcard daemon/cmd_*.c))
+DAEMON_SRC := $(filter-out daemon/parley.c daemon/parleyd.c $(CLI_SRC),$(sort $(wildcard daemon/*.c)))
 TEST_SRC  := $(sort $(wildcard tests/unit/*.c tests/ref/*.c)) tests/test_main.c
 BENCH_SRC := $(sort $(wildcard tests/bench/*.c))
 
 CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o)
 PROTO_OBJ := $(PROTO_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
+DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/%.o)
 BENCH_OBJ := $(BENCH_SRC:%.c=$(BUILD)/%.o)
 
 LIB   := $(BUILD)/libparley.a
 PROTO_LIB := $(BUILD)/libparley-proto.a
+DAEMON_LIB := $(BUILD)/libparley-daemon.a
+PARLEYD := $(BUILD)/parleyd
 CLI   := $(BUILD)/parley
 TESTS := $(BUILD)/parley-tests
 BENCH := $(BUILD)/parley-bench
@@ -57,7 +61,10 @@ BENCH := $(BUILD)/parley-bench
 .PHONY: all test unit deps bench install uninstall asan ubsan tsan fuzz fuzz-build \
         format format-check clean
 
-all: $(LIB) $(PROTO_LIB) $(CLI) $(TESTS) $(BENCH)
+# parleyd is built once its main exists
+PARLEYD_IF_ANY := $(if $(wildcard daemon/parleyd.c),$(PARLEYD))
+
+all: $(LIB) $(PROTO_LIB) $(CLI) $(PARLEYD_IF_ANY) $(TESTS) $(BENCH)
 
 $(BUILD)/%_avx2.o: %_avx2.c
 	@mkdir -p $(@D)
@@ -79,10 +86,17 @@ $(PROTO_LIB): $(PROTO_OBJ)
 	@rm -f $@
 	$(AR) rcs $@ $^
 
-$(CLI): $(CLI_OBJ) $(PROTO_LIB) $(LIB)
+$(DAEMON_LIB): $(DAEMON_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(CLI): $(CLI_OBJ) $(DAEMON_LIB) $(PROTO_LIB) $(LIB)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(TESTS): $(TEST_OBJ) $(PROTO_LIB) $(LIB) | $(CLI)
+$(PARLEYD): $(BUILD)/daemon/parleyd.o $(DAEMON_LIB) $(PROTO_LIB) $(LIB)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(TESTS): $(TEST_OBJ) $(DAEMON_LIB) $(PROTO_LIB) $(LIB) | $(CLI) $(PARLEYD_IF_ANY)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BENCH): $(BENCH_OBJ) $(LIB)
@@ -130,11 +144,12 @@ FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all
 
 fuzz-build:
 	$(MAKE) BUILD=build/fuzz CC=clang CFLAGS="-O1 -g" \
-	    EXTRA_CFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" build/fuzz/libparley.a
+	    EXTRA_CFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" \
+	    build/fuzz/libparley-proto.a build/fuzz/libparley.a
 	$(MAKE) $(FUZZ_BIN)
-build/fuzz/%: tests/fuzz/%.c build/fuzz/libparley.a
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -Icore -Itests -fsanitize=fuzzer $(FUZZ_SAN) \
-	    $^ $(LDLIBS) -o $@
+build/fuzz/%: tests/fuzz/%.c build/fuzz/libparley-proto.a build/fuzz/libparley.a
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -Icore -Iproto -Itests $(DEP_CFLAGS) \
+	    -fsanitize=fuzzer $(FUZZ_SAN) $^ $(LDLIBS) -o $@
 fuzz: fuzz-build
 	@for f in $(FUZZ_BIN); do \
 	    name=$$(basename $$f _fuzz); mkdir -p build/fuzz/corpus-$$name; \
@@ -163,4 +178,4 @@ format-check:
 clean:
 	rm -rf build
 
--include $(CORE_OBJ:.o=.d) $(PROTO_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BENCH_OBJ:.o=.d)
+-include $(CORE_OBJ:.o=.d) $(PROTO_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(DAEMON_OBJ:.o=.d) $(BUILD)/daemon/parleyd.d $(TEST_OBJ:.o=.d) $(BENCH_OBJ:.o=.d)
