@@ -1,0 +1,262 @@
+/* bench_lm — see bench_lm.h. */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bench/bench.h"
+#include "bench/bench_lm.h"
+#include "lm/lm.h"
+#include "runtime/cpu.h"
+#include "runtime/pool.h"
+
+#define LM_MAX_THREADS 2
+
+static FILE *lm_json;
+
+void bench_lm_set_json(FILE *json)
+{
+    lm_json = json;
+}
+
+static double lm_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void lm_emit(const char *name, double value, const char *unit, double limit)
+{
+    if (limit > 0)
+        printf("  %-44s %10.2f %-8s (limit %.2f, %5.1f %%)\n", name, value, unit, limit,
+               100.0 * value / limit);
+    else
+        printf("  %-44s %10.2f %s\n", name, value, unit);
+    fflush(stdout);
+    if (!lm_json)
+        return;
+    fprintf(lm_json, "{\"name\": \"%s\", \"value\": %.6g, \"unit\": \"%s\"", name, value, unit);
+    if (limit > 0)
+        fprintf(lm_json, ", \"limit\": %.6g, \"ratio\": %.4f", limit, value / limit);
+    fprintf(lm_json, "}\n");
+    fflush(lm_json);
+}
+
+/* ---- the limits, measured in this run ------------------------------------------------- */
+
+struct read_job {
+    const float *p;
+    int64_t n_per;
+    double sink;
+};
+
+static void read_part(void *arg, int64_t t0, int64_t t1)
+{
+    struct read_job *j = arg;
+    for (int64_t t = t0; t < t1; t++) {
+        const float *p = j->p + t * j->n_per;
+        double s;
+        if (cpu_level() == CPU_LEVEL_AVX512)
+            s = bench_avx512_read(p, j->n_per);
+        else if (cpu_level() == CPU_LEVEL_AVX2)
+            s = bench_avx2_read(p, j->n_per);
+        else {
+            float acc[8] = { 0 };
+            for (int64_t i = 0; i < j->n_per; i += 8)
+                for (int k = 0; k < 8; k++)
+                    acc[k] += p[i + k];
+            s = acc[0] + acc[7];
+        }
+        j->sink += s;
+    }
+}
+
+/* GB/s reading a large array with t threads (median of 3). */
+static double read_bandwidth(struct pool *pool, int threads, int quick)
+{
+    const int64_t n = (quick ? 256 : 1024) * (int64_t)(1 << 20) / 4;
+    float *p = malloc((size_t)n * sizeof(float));
+    if (!p)
+        return 0;
+    for (int64_t i = 0; i < n; i++)
+        p[i] = (float)(i & 7);
+    double best[3];
+    for (int r = 0; r < 3; r++) {
+        struct read_job j = { p, n / threads, 0 };
+        double t0 = lm_now();
+        pool_for(pool, threads, 1, read_part, &j);
+        best[r] = (double)n * 4 / (lm_now() - t0) / 1e9;
+    }
+    free(p);
+    /* median of three */
+    double a = best[0], b = best[1], c = best[2];
+    return a > b ? (b > c ? b : (a > c ? c : a)) : (a > c ? a : (b > c ? c : b));
+}
+
+static double sgemm_rate(int threads)
+{
+    const int n = 2048;
+    float *a = malloc((size_t)n * n * 4), *w = malloc((size_t)n * n * 4), *c = malloc((size_t)n * n * 4);
+    double g = 0;
+    if (a && w && c) {
+        for (int64_t i = 0; i < (int64_t)n * n; i++) {
+            a[i] = (float)(i % 13) * 0.01f;
+            w[i] = (float)(i % 7) * 0.01f;
+        }
+        openblas_set_num_threads(threads);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, w, n, 0, c, n);
+        double t0 = lm_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, w, n, 0, c, n);
+        g = 2.0 * n * n * (double)n / (lm_now() - t0) / 1e9;
+    }
+    free(a);
+    free(w);
+    free(c);
+    return g;
+}
+
+/* ---- the model ------------------------------------------------------------------------ */
+
+static struct lm_hparams real_shape(int n_layer)
+{
+    struct lm_hparams hp = {
+        .n_layer = n_layer, .n_embd = 4096, .n_ff = 13696, .n_head = 32, .n_kv_head = 2,
+        .head_dim = 128, .rot_dim = 64, .n_vocab = 8192, .n_ctx = 2048, .eps = 1.5625e-07f,
+        .rope_base = 10000.0f, .n_stop = 1,
+    };
+    return hp;
+}
+
+/* Seconds per decode step of S sequences at context ctx (median of `steps` steps). */
+static double decode_step(struct lm_runner *r, struct lm_cache *c, int S, int64_t ctx, int steps,
+                          float *logits)
+{
+    struct lm_cache *cp[16];
+    int32_t ids[16];
+    int64_t one[16];
+    struct err e;
+    for (int s = 0; s < S; s++) {
+        c[s].n_pos = ctx;
+        cp[s] = &c[s];
+        ids[s] = 100 + s;
+        one[s] = 1;
+    }
+    lm_forward(r, cp, ids, one, S, logits, &e); /* warm-up */
+    double t0 = lm_now();
+    for (int i = 0; i < steps; i++)
+        if (lm_forward(r, cp, ids, one, S, logits, &e) != 0) {
+            printf("  decode: %s\n", e.msg);
+            return 1e9;
+        }
+    return (lm_now() - t0) / steps;
+}
+
+static void run_type(enum dtype type, int n_layer, int threads, double bw, double sgemm,
+                     int quick, int decode_only)
+{
+    const char *tn = dtype_info(type)->name;
+    struct lm_hparams hp = real_shape(n_layer);
+    struct err e;
+    struct backend *be = backend_cpu_create(threads, &e);
+    struct lm_model m;
+    struct lm_runner r;
+    struct lm_cache c[16];
+    int n_c = 0;
+    float *logits = NULL;
+    char name[96];
+    memset(&r, 0, sizeof r);
+    if (!be || lm_init_random(&m, &hp, type, be, 7, &e) != 0) {
+        printf("  lm %s: %s\n", tn, e.msg);
+        backend_free(be);
+        return;
+    }
+    const int64_t n_prefill = quick ? 64 : 512;
+    if (lm_runner_init(&r, &m, n_prefill, 16, &e) != 0)
+        goto out;
+    for (; n_c < 16; n_c++)
+        if (lm_cache_init(&c[n_c], &m, 2048, DTYPE_BF16, &e) != 0)
+            goto out;
+    logits = malloc((size_t)16 * (size_t)hp.n_vocab * sizeof *logits);
+    if (!logits)
+        goto out;
+    const double wbytes = (double)lm_weight_bytes(&m);
+    const int steps = quick ? 3 : 8;
+    /* KV bytes read per token at context n: layers · n · K and V · G · Dh · 2 bytes */
+    const double kv_per_pos = 2.0 * n_layer * 2 * hp.n_kv_head * hp.head_dim;
+    double t1 = decode_step(&r, c, 1, 0, steps, logits);
+    snprintf(name, sizeof name, "lm_L%d_%s_t%d_decode_b1_ctx0", n_layer, tn, threads);
+    lm_emit(name, 1.0 / t1, "tok/s", 0);
+    snprintf(name, sizeof name, "lm_L%d_%s_t%d_decode_b1_ctx0_bw", n_layer, tn, threads);
+    lm_emit(name, wbytes / t1 / 1e9, "GB/s", bw);
+    if (decode_only)
+        goto out;
+    double tc = decode_step(&r, c, 1, 1024, steps, logits);
+    snprintf(name, sizeof name, "lm_L%d_%s_t%d_decode_b1_ctx1024", n_layer, tn, threads);
+    lm_emit(name, 1.0 / tc, "tok/s", 0);
+    snprintf(name, sizeof name, "lm_L%d_%s_t%d_decode_b1_ctx1024_bw", n_layer, tn, threads);
+    lm_emit(name, (wbytes + 1024 * kv_per_pos) / tc / 1e9, "GB/s", bw);
+    for (int S = 4; S <= 16; S *= 4) {
+        double ts = decode_step(&r, c, S, 0, steps, logits);
+        snprintf(name, sizeof name, "lm_L%d_%s_t%d_decode_b%d", n_layer, tn, threads, S);
+        lm_emit(name, S / ts, "tok/s", 0);
+        snprintf(name, sizeof name, "lm_L%d_%s_t%d_decode_b%d_speedup", n_layer, tn, threads, S);
+        lm_emit(name, (S / ts) * t1, "x b1", 0);
+    }
+    /* prefill */
+    int32_t *ids = malloc((size_t)n_prefill * sizeof *ids);
+    if (ids) {
+        for (int64_t i = 0; i < n_prefill; i++)
+            ids[i] = (int32_t)(i * 31 % hp.n_vocab);
+        c[0].n_pos = 0;
+        lm_prefill(&r, &c[0], ids, n_prefill, logits, &e); /* warm-up */
+        c[0].n_pos = 0;
+        double t0 = lm_now();
+        int ok = lm_prefill(&r, &c[0], ids, n_prefill, logits, &e) == 0;
+        double tp = lm_now() - t0;
+        free(ids);
+        if (ok) {
+            /* matrix flops per token over the layers (the output layer runs once) */
+            double per_tok = 2.0 * (wbytes / dtype_row_bytes(type, 32) * 32 -
+                                    (double)hp.n_vocab * hp.n_embd);
+            snprintf(name, sizeof name, "lm_L%d_%s_t%d_prefill%lld", n_layer, tn, threads,
+                     (long long)n_prefill);
+            lm_emit(name, n_prefill / tp, "tok/s", 0);
+            snprintf(name, sizeof name, "lm_L%d_%s_t%d_prefill%lld_gflops", n_layer, tn, threads,
+                     (long long)n_prefill);
+            lm_emit(name, per_tok * n_prefill / tp / 1e9, "GFLOP/s", sgemm);
+        }
+    }
+out:
+    free(logits);
+    for (int i = 0; i < n_c; i++)
+        lm_cache_free(&c[i]);
+    lm_runner_free(&r);
+    lm_free(&m);
+    backend_free(be);
+}
+
+void bench_lm_run(int quick)
+{
+    double bw[LM_MAX_THREADS + 1], sg[LM_MAX_THREADS + 1];
+    char name[64];
+    for (int t = 1; t <= LM_MAX_THREADS; t++) {
+        struct pool *p = pool_create(t);
+        bw[t] = p ? read_bandwidth(p, t, quick) : 0;
+        pool_free(p);
+        sg[t] = sgemm_rate(t);
+        snprintf(name, sizeof name, "lm_limit_read_bw_t%d", t);
+        lm_emit(name, bw[t], "GB/s", 0);
+        snprintf(name, sizeof name, "lm_limit_sgemm_t%d", t);
+        lm_emit(name, sg[t], "GFLOP/s", 0);
+    }
+    static const enum dtype types[] = { DTYPE_F32, DTYPE_F16, DTYPE_BF16, DTYPE_Q8_0 };
+    for (int i = 0; i < 4; i++)
+        for (int t = 1; t <= LM_MAX_THREADS; t++)
+            run_type(types[i], 2, t, bw[t], sg[t], quick, 0);
+    if (!quick) /* 8 layers: decode only, and not f32 (6.5 GB) */
+        for (int i = 1; i < 4; i++)
+            run_type(types[i], 8, LM_MAX_THREADS, bw[LM_MAX_THREADS], sg[LM_MAX_THREADS], quick,
+                     1);
+}
