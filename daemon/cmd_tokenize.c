@@ -1,0 +1,169 @@
+/*
+ * parley tokenize: speech tokens of an audio file.
+ *
+ *   parley tokenize --model TOK.gguf [--stream] [--threads N] IN.wav|IN.opus
+ *
+ * prints the token ids comma-separated on one line of stdout, and the timing (audio length,
+ * wall time, real-time factor) on stderr. --stream feeds the file in 20 ms pieces through the
+ * streaming interface instead of tokenizing it whole; the tokens are the same.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "audio/oggopus.h"
+#include "audio/wav.h"
+#include "cmd.h"
+#include "runtime/pool.h"
+#include "speech/stok.h"
+
+#define TOKENIZE_MAX_BYTES ((size_t)1 << 30)
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: parley tokenize --model TOK.gguf [--stream] [--threads N] IN.wav|IN.opus\n"
+            "\nprints the speech token ids of the audio, comma-separated, on one line;\n"
+            "WAV (PCM 8/16/24/32-bit, float 32/64, any rate and channels) or Ogg Opus;\n"
+            "channel 0 is used. --stream feeds 20 ms pieces through the streaming interface.\n");
+}
+
+/* Reads a WAV or Ogg Opus file by its first bytes. */
+static int read_audio(struct wav_audio *a, const char *path, struct err *e)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return err_set(e, "%s: cannot open", path);
+    unsigned char head[4] = { 0 };
+    size_t k = fread(head, 1, 4, f);
+    fclose(f);
+    if (oggopus_sniff(head, k)) {
+        f = fopen(path, "rb");
+        if (!f)
+            return err_set(e, "%s: cannot open", path);
+        fseek(f, 0, SEEK_END);
+        long size = ftell(f);
+        fseek(f, 0, SEEK_SET);
+        if (size < 0 || (size_t)size > TOKENIZE_MAX_BYTES) {
+            fclose(f);
+            return err_set(e, "%s: file is over the %zu-byte limit", path, TOKENIZE_MAX_BYTES);
+        }
+        void *buf = malloc((size_t)size + 1);
+        if (!buf || fread(buf, 1, (size_t)size, f) != (size_t)size) {
+            free(buf);
+            fclose(f);
+            return err_set(e, "%s: read error", path);
+        }
+        fclose(f);
+        int rc = oggopus_decode(a, buf, (size_t)size, TOKENIZE_MAX_BYTES, e);
+        free(buf);
+        return rc ? err_prefix(e, "%s", path) : 0;
+    }
+    return wav_read_file(a, path, TOKENIZE_MAX_BYTES, e);
+}
+
+int cmd_tokenize(int argc, char **argv)
+{
+    const char *model = NULL, *input = NULL;
+    int stream = 0, threads = 2;
+    for (int i = 1; i < argc; i++) {
+        if (cmd_is_help(argv[i])) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--model") == 0 && i + 1 < argc) {
+            model = argv[++i];
+        } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
+            threads = atoi(argv[++i]);
+            if (threads < 1 || threads > 256) {
+                fprintf(stderr, "parley: --threads wants 1..256\n");
+                return CMD_EXIT_USAGE;
+            }
+        } else if (strcmp(argv[i], "--stream") == 0) {
+            stream = 1;
+        } else if (argv[i][0] == '-' || input) {
+            fprintf(stderr, "parley: tokenize: unexpected argument '%s'\n", argv[i]);
+            usage(stderr);
+            return CMD_EXIT_USAGE;
+        } else {
+            input = argv[i];
+        }
+    }
+    if (!model || !input) {
+        usage(stderr);
+        return CMD_EXIT_USAGE;
+    }
+    struct err e;
+    struct stok_model m;
+    struct wav_audio a;
+    double t0 = now_s();
+    if (stok_load(&m, model, &e)) {
+        fprintf(stderr, "parley: %s\n", e.msg);
+        stok_free(&m);
+        return CMD_EXIT_USAGE;
+    }
+    if (read_audio(&a, input, &e)) {
+        fprintf(stderr, "parley: %s\n", e.msg);
+        stok_free(&m);
+        return CMD_EXIT_USAGE;
+    }
+    struct pool *pool = pool_create(threads);
+    if (!pool) {
+        fprintf(stderr, "parley: cannot start %d threads\n", threads);
+        wav_audio_free(&a);
+        stok_free(&m);
+        return 1;
+    }
+    double t1 = now_s();
+    int32_t *tokens = NULL;
+    int64_t n = 0;
+    int rc = 0;
+    const float *ch0 = a.samples; /* planar: channel 0 first (spec §2.1) */
+    if (!stream) {
+        rc = stok_tokenize(&m, pool, &tokens, &n, ch0, a.frames, a.rate, &e);
+    } else {
+        struct stok_stream s;
+        rc = stok_stream_init(&s, &m, pool, a.rate, (double)a.frames / a.rate + 1, 1, &e);
+        int64_t piece = a.rate / 50;
+        for (int64_t i = 0; !rc && i < a.frames; i += piece)
+            rc = stok_stream_push(&s, ch0 + i, a.frames - i < piece ? a.frames - i : piece, &e);
+        if (!rc)
+            rc = stok_stream_finish(&s, &e);
+        if (!rc) {
+            n = s.n_final;
+            tokens = malloc((size_t)(n > 0 ? n : 1) * sizeof *tokens);
+            if (tokens)
+                memcpy(tokens, s.tokens, (size_t)n * sizeof *tokens);
+            else
+                rc = err_set(&e, "out of memory");
+        }
+        if (s.m)
+            stok_stream_free(&s);
+    }
+    double t2 = now_s();
+    if (rc) {
+        fprintf(stderr, "parley: %s: %s\n", input, e.msg);
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            printf(i ? ",%d" : "%d", tokens[i]);
+        printf("\n");
+        double secs = (double)a.frames / a.rate;
+        fprintf(stderr,
+                "tokenize: %lld tokens from %.2f s of audio (%d Hz, %d ch); load %.3f s, "
+                "tokenize %.3f s, real-time factor %.3f (%d threads%s)\n",
+                (long long)n, secs, a.rate, a.channels, t1 - t0, t2 - t1,
+                secs > 0 ? (t2 - t1) / secs : 0.0, threads, stream ? ", streamed" : "");
+    }
+    free(tokens);
+    pool_free(pool);
+    wav_audio_free(&a);
+    stok_free(&m);
+    return rc ? 1 : 0;
+}

@@ -1,0 +1,214 @@
+/* bench_stok — see bench_stok.h. */
+#include "bench/bench_stok.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "runtime/pool.h"
+#include "speech/mel.h"
+#include "speech/resample.h"
+#include "speech/stok.h"
+
+static double bs_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static uint64_t bs_state = 0x9E3779B97F4A7C15ull;
+
+static float bs_rand(void) /* uniform in [-1, 1) */
+{
+    bs_state ^= bs_state << 13;
+    bs_state ^= bs_state >> 7;
+    bs_state ^= bs_state << 17;
+    return (float)((bs_state >> 40) * (1.0 / (1ull << 23)) - 1.0);
+}
+
+static float *bs_fill(int64_t n, float scale)
+{
+    float *p = malloc((size_t)n * sizeof *p);
+    if (p)
+        for (int64_t i = 0; i < n; i++)
+            p[i] = bs_rand() * scale;
+    return p;
+}
+
+/* FLOPs of one window of t encoder frames (multiply-add = 2). */
+static double bs_flops(const struct stok_hparams *hp, int64_t t)
+{
+    double D = hp->d_model, F = hp->d_ffn, M = hp->n_mels;
+    double f = 2 * D * M * 3 * (2.0 * t) + 2 * D * D * 3 * t; /* conv stem */
+    f += hp->n_layer * 2.0 * t * (4 * D * D + 2 * D * F);     /* projections and MLP */
+    double keys = 0;                                          /* block-causal attention */
+    for (int64_t i = 0; i < t; i++) {
+        int64_t end = (i / hp->block + 1) * hp->block;
+        keys += (double)(end < t ? end : t);
+    }
+    f += hp->n_layer * 4.0 * D * keys;
+    f += 2.0 * (double)(t / hp->pool) * hp->n_codes * D; /* VQ */
+    return f;
+}
+
+static double bs_sgemm_gflops(int threads)
+{
+    int n = 2048;
+    float *a = bs_fill((int64_t)n * n, 1), *b = bs_fill((int64_t)n * n, 1);
+    float *c = calloc((size_t)n * n, sizeof *c);
+    double best = 0;
+    if (a && b && c) {
+        openblas_set_num_threads(threads);
+        for (int r = 0; r < 3; r++) {
+            double t0 = bs_now();
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+            double g = 2.0 * n * n * n / (bs_now() - t0) * 1e-9;
+            best = g > best ? g : best;
+        }
+    }
+    free(a);
+    free(b);
+    free(c);
+    return best;
+}
+
+void bench_stok_run(int quick)
+{
+    struct stok_model m;
+    memset(&m, 0, sizeof m);
+    struct stok_hparams *hp = &m.hp;
+    *hp = (struct stok_hparams){ .n_mels = 128,
+                                 .d_model = 1280,
+                                 .n_head = 20,
+                                 .d_ffn = 5120,
+                                 .n_layer = quick ? 2 : 16,
+                                 .n_ctx = 1500,
+                                 .block = 200,
+                                 .pool = 4,
+                                 .n_codes = 16384,
+                                 .ln_eps = 1e-5f,
+                                 .sample_rate = 16000,
+                                 .n_fft = 400,
+                                 .hop = 160,
+                                 .window = 480000 };
+    int64_t D = hp->d_model, F = hp->d_ffn;
+    printf("speech tokenizer (real dimensions, random f32 weights, %d layers)\n", hp->n_layer);
+    float *conv1 = bs_fill(D * 128 * 3, 0.05f), *conv2 = bs_fill(D * D * 3, 0.016f);
+    float *vecs = bs_fill(8 * D + F, 0.1f), *pos = bs_fill(1500 * D, 1.0f);
+    float *wqkvo = bs_fill(4 * D * D, 0.05f), *w1 = bs_fill(F * D, 0.05f),
+          *w2 = bs_fill(D * F, 0.025f);
+    float *codebook = bs_fill(16384 * D, 1.0f);
+    struct tensor t[6];
+    struct stok_layer *layers = calloc((size_t)hp->n_layer, sizeof *layers);
+    if (!conv1 || !conv2 || !vecs || !pos || !wqkvo || !w1 || !w2 || !codebook || !layers) {
+        fprintf(stderr, "bench_stok: out of memory\n");
+        goto out;
+    }
+    for (int i = 0; i < 4; i++)
+        tensor_init(&t[i], "w", DTYPE_F32, 2, (int64_t[]){ D, D }, wqkvo + i * D * D);
+    tensor_init(&t[4], "fc1", DTYPE_F32, 2, (int64_t[]){ D, F }, w1);
+    tensor_init(&t[5], "fc2", DTYPE_F32, 2, (int64_t[]){ F, D }, w2);
+    for (int i = 0; i < hp->n_layer; i++) /* one layer's weights shared by all */
+        layers[i] = (struct stok_layer){ .ln1_w = vecs,
+                                         .ln1_b = vecs + D,
+                                         .wq = &t[0],
+                                         .bq = vecs + 2 * D,
+                                         .wk = &t[1],
+                                         .wv = &t[2],
+                                         .bv = vecs + 3 * D,
+                                         .wo = &t[3],
+                                         .bo = vecs + 4 * D,
+                                         .ln2_w = vecs + 5 * D,
+                                         .ln2_b = vecs + 6 * D,
+                                         .fc1 = &t[4],
+                                         .fc1_b = vecs + 8 * D,
+                                         .fc2 = &t[5],
+                                         .fc2_b = vecs + 7 * D };
+    m.conv1_w = conv1;
+    m.conv1_b = vecs;
+    m.conv2_w = conv2;
+    m.conv2_b = vecs + D;
+    m.pos = pos;
+    m.layers = layers;
+    m.codebook = codebook;
+    struct err e;
+    if (stok_prepare(&m, &e)) {
+        fprintf(stderr, "bench_stok: %s\n", e.msg);
+        goto out;
+    }
+    /* 30 s of speech-like audio at 16 kHz: a gliding tone under noise, 4 Hz syllables */
+    int64_t n = (quick ? 8 : 30) * 16000;
+    float *audio = malloc((size_t)n * sizeof *audio);
+    if (!audio)
+        goto out;
+    for (int64_t i = 0; i < n; i++) {
+        double s = i / 16000.0;
+        audio[i] = (float)(0.3 * sin(2 * M_PI * (150 + 50 * sin(s)) * s) *
+                               (0.5 + 0.5 * sin(2 * M_PI * 4 * s)) +
+                           0.01 * bs_rand());
+    }
+    double secs = (double)n / 16000;
+    double gflop = bs_flops(hp, n / 320) * 1e-9;
+    for (int threads = 1; threads <= 2; threads++) {
+        double peak = bs_sgemm_gflops(threads);
+        struct pool *pool = pool_create(threads);
+        double best = 1e30;
+        for (int r = 0; r < (quick ? 1 : 2); r++) {
+            int32_t *tok = NULL;
+            int64_t nt = 0;
+            double t0 = bs_now();
+            int rc = stok_tokenize(&m, pool, &tok, &nt, audio, n, 16000, &e);
+            double dt = bs_now() - t0;
+            free(tok);
+            if (rc) {
+                fprintf(stderr, "bench_stok: %s\n", e.msg);
+                break;
+            }
+            best = dt < best ? dt : best;
+        }
+        pool_free(pool);
+        printf("  %-44s RTF %.3f (%.2f s for %.0f s), %.1f GFLOP/s = %.0f %% of sgemm %.1f\n",
+               threads == 1 ? "stok_tokenize 30 s, 1 thread" : "stok_tokenize 30 s, 2 threads",
+               best / secs, best, secs, gflop / best, 100 * gflop / best / peak, peak);
+    }
+    /* the front-end alone: 44.1 kHz -> 16 kHz and the log-mel of 30 s */
+    {
+        struct resample r;
+        int64_t n44 = (int64_t)(secs * 44100);
+        float *x = bs_fill(n44, 0.3f), *y = malloc((size_t)(n + 16) * sizeof *y);
+        float *raw = malloc((size_t)(n / 160 + 1) * 128 * sizeof *raw);
+        float *scr = malloc((size_t)mel_scratch_floats(&m.mel, 400) * sizeof *scr);
+        if (x && y && raw && scr && !resample_init(&r, 44100, 16000, &e)) {
+            double t0 = bs_now();
+            resample_run(&r, y, x, n44, &e);
+            double t1 = bs_now();
+            for (int64_t f = 0; f < n / 160; f += 400)
+                mel_log10(&m.mel, raw + f * 128, audio, n, f, n / 160 - f < 400 ? n / 160 - f : 400,
+                          scr);
+            double t2 = bs_now();
+            printf("  %-44s %10.0fx real time\n", "resample 44.1 -> 16 kHz", secs / (t1 - t0));
+            printf("  %-44s %10.0fx real time\n", "log-mel (f64 DFT, 128 bins)", secs / (t2 - t1));
+            resample_free(&r);
+        }
+        free(x);
+        free(y);
+        free(raw);
+        free(scr);
+    }
+    free(audio);
+out:
+    stok_free(&m);
+    free(layers);
+    free(conv1);
+    free(conv2);
+    free(vecs);
+    free(pos);
+    free(wqkvo);
+    free(w1);
+    free(w2);
+    free(codebook);
+}
