@@ -14,5 +14,10 @@
 int cmd_is_help(const char *arg);
 
 int cmd_info(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_text_tokens(int argc, char **argv);
+int cmd_speak(int argc, char **argv);
+int cmd_vocode(int argc, char **argv);
 
 #endif

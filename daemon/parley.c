@@ -21,6 +21,11 @@ struct command {
 
 static const struct command commands[] = {
     { "info", "FILE.gguf", "print a model file's metadata, tensors and totals", cmd_info },
+    { "tokenize", "--model TOK.gguf IN.wav", "speech tokens of an audio file", cmd_tokenize },
+    { "generate", "--model LM.gguf ...", "run one LM turn, streamed, with timing", cmd_generate },
+    { "text-tokens", "--model LM.gguf", "text <-> token ids on stdin lines", cmd_text_tokens },
+    { "speak", "--model DEC.gguf --tokens ...", "speech tokens to a WAV (flow + HiFT)", cmd_speak },
+    { "vocode", "--model DEC.gguf --mel FILE", "a mel to a WAV (HiFT alone)", cmd_vocode },
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
