@@ -44,7 +44,9 @@ def quantize_q8_0(x):
     inv = np.where(d != 0, np.float32(1.0) / np.where(d != 0, d, 1), 0).astype(np.float32)
     # roundf in C rounds halves away from zero (numpy rounds them to even): match C
     scaled = blocks * inv[:, None]
-    q = (np.sign(scaled) * np.floor(np.abs(scaled) + np.float32(0.5))).astype(np.int8)
+    mag = np.abs(scaled)
+    whole = np.floor(mag)  # adding 0.5 first would round 0.49999997 up in float32
+    q = (np.sign(scaled) * (whole + (mag - whole >= np.float32(0.5)))).astype(np.int8)
     out = np.empty(len(blocks), dtype=[("d", "<f2"), ("q", "i1", (Q8_0_BLOCK,))])
     out["d"] = d.astype(np.float16)
     out["q"] = q

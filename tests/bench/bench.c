@@ -589,7 +589,9 @@ int main(int argc, char **argv)
         if (any && !want[s])
             continue;
         printf("%s\n", sections[s].name);
+        double ts = now();
         sections[s].run(&b);
+        printf("(%s: %.0f s)\n", sections[s].name, now() - ts);
     }
     printf("done in %.0f s\n", now() - t0);
     for (int t = 1; t <= MAX_THREADS; t++)

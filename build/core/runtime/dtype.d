@@ -1,2 +1,0 @@
-build/core/runtime/dtype.o: core/runtime/dtype.c core/runtime/dtype.h
-core/runtime/dtype.h:

@@ -1,2 +1,0 @@
-build/core/runtime/err.o: core/runtime/err.c core/runtime/err.h
-core/runtime/err.h:

@@ -1,2 +1,0 @@
-build/core/runtime/pool.o: core/runtime/pool.c core/runtime/pool.h
-core/runtime/pool.h:
