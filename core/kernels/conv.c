@@ -15,6 +15,7 @@
  * processed in order, so every output element accumulates its terms in the same order
  * whatever the thread count.
  */
+#include "kernels/blas.h"
 #include "kernels/conv.h"
 
 #include <assert.h>
@@ -41,21 +42,6 @@ static int64_t max64(int64_t a, int64_t b)
 static int64_t round_up(int64_t a, int64_t m)
 {
     return (a + m - 1) / m * m;
-}
-
-/* OpenBLAS runs single-threaded inside the pool's threads; the previous count comes back. */
-static int blas_single_begin(void)
-{
-    int prev = openblas_get_num_threads();
-    if (prev != 1)
-        openblas_set_num_threads(1);
-    return prev;
-}
-
-static void blas_single_end(int prev)
-{
-    if (prev != 1)
-        openblas_set_num_threads(prev);
 }
 
 struct conv_params conv_params_make(int c_in, int c_out, int k, int stride, int dilation, int pad,
@@ -270,9 +256,8 @@ int conv_1d(struct pool *pool, float *out, const float *x, const float *w, const
     j.n_tiles = (j.t_out + j.tb - 1) / j.tb;
     j.row_block = conv_row_block(p, j.n_tiles);
     j.n_row_blocks = (p->c_out + j.row_block - 1) / j.row_block;
-    int prev = blas_single_begin();
+    blas_threads(1);
     pool_for(pool, j.n_slots, 1, conv_1d_slots, &j);
-    blas_single_end(prev);
     return 0;
 }
 
@@ -371,13 +356,12 @@ int conv_transpose_1d(struct pool *pool, float *out, const float *x, const float
     int64_t chunk = convt_chunk_cols(p, t_in);
     j.row_block = max64(64, round_up((j.rows + CONV_T_BLOCKS - 1) / CONV_T_BLOCKS, 16));
     int64_t n_blocks = (j.rows + j.row_block - 1) / j.row_block;
-    int prev = blas_single_begin();
+    blas_threads(1);
     for (j.i0 = 0; j.i0 < t_in; j.i0 += chunk) {
         j.nc = min64(chunk, t_in - j.i0);
         pool_for(pool, n_blocks, 1, convt_gemm, &j);
         pool_for(pool, p->c_out, 8, convt_col2im, &j);
     }
-    blas_single_end(prev);
     return 0;
 }
 

@@ -9,6 +9,7 @@
  * pool's thread count. Both set that count before each call, so parley expects one thread at
  * a time to call into them (the engine's scheduler).
  */
+#include "kernels/blas.h"
 #include "kernels/matmul.h"
 
 #include <assert.h>
@@ -106,7 +107,7 @@ void matmul_forward(struct pool *pool, float *y, const float *x, const struct te
         .scratch = scratch,
         .threads = pool_threads(pool),
     };
-    openblas_set_num_threads(1);
+    blas_threads(1);
     pool_for(pool, j.threads, 1, run_panels, &j);
     free(owned);
 }
@@ -117,7 +118,7 @@ void matmul_f32(struct pool *pool, float *y, int64_t ldy, const float *a, int64_
 {
     if (n <= 0 || m <= 0)
         return;
-    openblas_set_num_threads(pool_threads(pool));
+    blas_threads(pool_threads(pool));
     if (n == 1) { /* a one-row sgemm packs all of B: sgemv reads it once */
         if (b_trans)
             cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)m, (blasint)k, alpha, b, (blasint)ldb,

@@ -9,6 +9,7 @@
  * and divides by the squared-window envelope; every output element is computed by one thread
  * in a fixed order, so any thread count gives identical results.
  */
+#include "kernels/blas.h"
 #include "kernels/spectral.h"
 
 #include <assert.h>
@@ -29,20 +30,6 @@ static int64_t min64(int64_t a, int64_t b)
 static int64_t max64(int64_t a, int64_t b)
 {
     return a > b ? a : b;
-}
-
-static int blas_single_begin(void)
-{
-    int prev = openblas_get_num_threads();
-    if (prev != 1)
-        openblas_set_num_threads(1);
-    return prev;
-}
-
-static void blas_single_end(int prev)
-{
-    if (prev != 1)
-        openblas_set_num_threads(prev);
 }
 
 void spectral_hann(float *w, int n, int periodic)
@@ -214,9 +201,8 @@ int spectral_stft(struct pool *pool, const struct spectral_plan *p, float *out, 
                           .fb = stft_block(p),
                           .n_slots = pool_threads(pool) };
     j.n_blocks = (n_frames + j.fb - 1) / j.fb;
-    int prev = blas_single_begin();
+    blas_threads(1);
     pool_for(pool, j.n_slots, 1, stft_slots, &j);
-    blas_single_end(prev);
     return 0;
 }
 
@@ -325,9 +311,8 @@ int spectral_istft(struct pool *pool, const struct spectral_plan *p, float *out,
                            (double)env, (long long)(t - start), p->n_fft, p->hop);
     }
     j.frames = scratch;
-    int prev = blas_single_begin();
+    blas_threads(1);
     pool_for(pool, (n_frames + SPECTRAL_ISTFT_BLOCK - 1) / SPECTRAL_ISTFT_BLOCK, 1, istft_gemm, &j);
-    blas_single_end(prev);
     pool_for(pool, length, 4096, istft_overlap_add, &j);
     return 0;
 }

@@ -8,6 +8,7 @@
  * pass merges the tiles of each query in codebook order. Tile
  * shapes depend only on N and J, so any thread count gives identical results.
  */
+#include "kernels/blas.h"
 #include "kernels/vq.h"
 
 #include <assert.h>
@@ -22,20 +23,6 @@
 static int64_t min64(int64_t a, int64_t b)
 {
     return a < b ? a : b;
-}
-
-static int blas_single_begin(void)
-{
-    int prev = openblas_get_num_threads();
-    if (prev != 1)
-        openblas_set_num_threads(1);
-    return prev;
-}
-
-static void blas_single_end(int prev)
-{
-    if (prev != 1)
-        openblas_set_num_threads(prev);
 }
 
 static float sum_squares(const float *v, int64_t d)
@@ -198,8 +185,7 @@ void vq_argmin(struct pool *pool, int32_t *idx, float *dist_out, const float *x,
     for (int64_t r = 0; r < j; r++)
         jb.cn_max = norms[r] > jb.cn_max ? norms[r] : jb.cn_max;
 
-    int prev = blas_single_begin();
+    blas_threads(1);
     pool_for(pool, jb.n_slots, 1, vq_slots, &jb);
-    blas_single_end(prev);
     pool_for(pool, n, 16, vq_refine, &jb);
 }

@@ -28,6 +28,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "kernels/blas.h"
 #include "bench/bench.h"
 #include "bench/bench_attn.h"
 #include "bench/bench_conv.h"
@@ -246,7 +247,7 @@ static void section_sgemm(struct bench *b)
         w[i] = rand_float();
     }
     for (int t = 1; t <= MAX_THREADS; t++) {
-        openblas_set_num_threads(t);
+        blas_threads(t);
         int runs = b->quick ? 1 : 3;
         double g[4];
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n / 4, n, n, 1.0f, a, n, w, n, 0.0f, c,

@@ -12,6 +12,7 @@
  * OpenBLAS sgemm on the equivalent [C_out x C_in*K] x [C_in*K x T_out] product with the same
  * thread count (OpenBLAS's own threads), timed in the same run.
  */
+#include "kernels/blas.h"
 #include "bench/bench_conv.h"
 
 #include <cblas.h>
@@ -83,7 +84,7 @@ static void bc_run_once(const struct bc_case *c)
         conv_transpose_1d(c->pool, c->out, c->x, c->w, c->b, &c->tp, c->t_in, c->scratch, &e);
         break;
     case BC_SGEMM:
-        openblas_set_num_threads(c->threads);
+        blas_threads(c->threads);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)c->m, (int)c->n, (int)c->k,
                     1.0f, c->w, (int)c->k, c->x, (int)c->n, 0.0f, c->out, (int)c->n);
         break;
@@ -288,7 +289,6 @@ void bench_conv_run(int quick)
     struct pool *pools[BENCH_CONV_THREADS + 1] = { NULL };
     for (int t = 1; t <= BENCH_CONV_THREADS; t++)
         pools[t] = pool_create(t);
-    int prev = openblas_get_num_threads();
     int reps = quick ? 3 : 9;
 
     struct conv_params flow = conv_params_make(256, 256, 3, 1, 1, 1, 1);
@@ -308,7 +308,6 @@ void bench_conv_run(int quick)
     bench_istft(pools, reps);
     bench_vq(pools, quick ? 1 : 3);
 
-    openblas_set_num_threads(prev);
     for (int t = 1; t <= BENCH_CONV_THREADS; t++)
         pool_free(pools[t]);
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kernels/blas.h"
 #include "bench/bench.h"
 #include "bench/bench_lm.h"
 #include "lm/lm.h"
@@ -105,7 +106,7 @@ static double sgemm_rate(int threads)
             a[i] = (float)(i % 13) * 0.01f;
             w[i] = (float)(i % 7) * 0.01f;
         }
-        openblas_set_num_threads(threads);
+        blas_threads(threads);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, w, n, 0, c, n);
         double t0 = lm_now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, w, n, 0, c, n);

@@ -1,4 +1,5 @@
 /* bench_stok — see bench_stok.h. */
+#include "kernels/blas.h"
 #include "bench/bench_stok.h"
 
 #include <cblas.h>
@@ -62,7 +63,7 @@ static double bs_sgemm_gflops(int threads)
     float *c = calloc((size_t)n * n, sizeof *c);
     double best = 0;
     if (a && b && c) {
-        openblas_set_num_threads(threads);
+        blas_threads(threads);
         for (int r = 0; r < 3; r++) {
             double t0 = bs_now();
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);

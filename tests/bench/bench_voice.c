@@ -8,6 +8,7 @@
  *   voice_*_gflops                   the same calls in GFLOP/s, as % of sgemm (limit)
  *   voice_steady20_pP_tN_gflops      flow + HiFT of a steady block (target >= 50 % of sgemm)
  */
+#include "kernels/blas.h"
 #include "bench/bench_voice.h"
 
 #include <cblas.h>
@@ -62,7 +63,7 @@ static double bv_sgemm_rate(int threads)
             a[i] = (float)(i % 13) * 0.01f;
             w[i] = (float)(i % 7) * 0.01f;
         }
-        openblas_set_num_threads(threads);
+        blas_threads(threads);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, w, n, 0, c, n);
         double t0 = bv_now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, w, n, 0, c, n);
