@@ -58,7 +58,7 @@ CLI   := $(BUILD)/parley
 TESTS := $(BUILD)/parley-tests
 BENCH := $(BUILD)/parley-bench
 
-.PHONY: all test unit deps bench install uninstall asan ubsan tsan fuzz fuzz-build \
+.PHONY: all test unit deps bench install uninstall asan ubsan tsan fuzz fuzz-build fuzz-replay \
         format format-check clean
 
 # parleyd is built once its main exists
@@ -145,11 +145,20 @@ FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all
 fuzz-build:
 	$(MAKE) BUILD=build/fuzz CC=clang CFLAGS="-O1 -g" \
 	    EXTRA_CFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" \
-	    build/fuzz/libparley-proto.a build/fuzz/libparley.a
+	    build/fuzz/libparley-daemon.a build/fuzz/libparley-proto.a build/fuzz/libparley.a
 	$(MAKE) $(FUZZ_BIN)
-build/fuzz/%: tests/fuzz/%.c build/fuzz/libparley-proto.a build/fuzz/libparley.a
+build/fuzz/%: tests/fuzz/%.c build/fuzz/libparley-daemon.a build/fuzz/libparley-proto.a \
+              build/fuzz/libparley.a
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -Icore -Iproto -Itests $(DEP_CFLAGS) \
 	    -fsanitize=fuzzer $(FUZZ_SAN) $^ $(LDLIBS) -o $@
+# The corpora replayed without libFuzzer (any compiler; tests/run.sh runs them under ASan).
+REPLAY_BIN = $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz-replay/%)
+fuzz-replay: $(REPLAY_BIN)
+$(BUILD)/fuzz-replay/%: $(BUILD)/tests/fuzz/%.o $(BUILD)/tests/fuzz/replay.o $(DAEMON_LIB) \
+                        $(PROTO_LIB) $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
 fuzz: fuzz-build
 	@for f in $(FUZZ_BIN); do \
 	    name=$$(basename $$f _fuzz); mkdir -p build/fuzz/corpus-$$name; \

@@ -62,5 +62,20 @@ make -j"$JOBS" BUILD=build/san CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 PARLEY_TEST_QUICK=1 \
     run_suite sanitizers build/san/parley-tests
 
+# Every fuzz target over its corpus, under the same sanitizers: one test per target.
+make -j"$JOBS" BUILD=build/san CFLAGS="-O1 -g -fno-omit-frame-pointer" \
+    EXTRA_CFLAGS="$SAN -Werror" LDFLAGS="$SAN" fuzz-replay >build/san-build.log 2>&1 ||
+    { cat build/san-build.log; fail_build "fuzz replay build failed"; }
+echo "== fuzz corpus replay"
+for target in build/san/fuzz-replay/*_fuzz; do
+    name=$(basename "$target" _fuzz)
+    if ASAN_OPTIONS=detect_leaks=1 "$target" "tests/fuzz/corpus/$name"; then
+        passed=$((passed + 1))
+    else
+        echo "FAIL fuzz corpus $name"
+        failed=$((failed + 1))
+    fi
+done
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
