@@ -134,7 +134,7 @@ ubsan:
 tsan:
 	$(MAKE) BUILD=build/tsan CFLAGS="$(SAN_OPT)" \
 	    EXTRA_CFLAGS="-fsanitize=thread" LDFLAGS="-fsanitize=thread" build/tsan/parley-tests
-	TSAN_OPTIONS=halt_on_error=1 build/tsan/parley-tests
+	OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1 build/tsan/parley-tests
 
 # ---- fuzzing (clang + libFuzzer) -----------------------------------------------------------
 

@@ -1,0 +1,664 @@
+/* Engine: sessions, turns, batching, cancel, limits, against the components run by hand. */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/engine.h"
+#include "lm/chat.h"
+#include "test.h"
+
+#define GOLDEN "build/golden/"
+#define GEN_CMD "/usr/bin/python3 tests/golden/lm_torch.py build/golden (and stok_torch.py, " \
+                "voice_torch.py)"
+
+static struct backend *te_be;
+static struct engine_model_files te_files;
+static int te_loaded;
+
+/* Loads the tiny models once for all engine tests. */
+static int te_models(void)
+{
+    if (te_loaded)
+        return te_loaded > 0;
+    struct err e;
+    te_loaded = -1;
+    te_be = backend_cpu_create(1, &e);
+    if (!te_be) {
+        test_fail(__FILE__, __LINE__, "backend: %s", e.msg);
+        return 0;
+    }
+    if (engine_models_load(&te_files, GOLDEN "lm_tiny_f32.gguf", GOLDEN "stok_a.gguf",
+                           GOLDEN "voice_decoder.gguf", te_be, &e) != 0) {
+        test_fail(__FILE__, __LINE__, "%s (run %s)", e.msg, GEN_CMD);
+        return 0;
+    }
+    te_loaded = 1;
+    return 1;
+}
+
+__attribute__((destructor)) static void te_cleanup(void)
+{
+    if (te_loaded > 0)
+        engine_models_free(&te_files);
+    if (te_be)
+        backend_free(te_be);
+}
+
+static void te_opts(struct engine_session_options *o, int max_new)
+{
+    engine_session_options_default(o);
+    o->sampling.greedy = 1;
+    o->sampling.max_new = max_new;
+    o->max_user_seconds = 10;
+}
+
+/* Everything one turn produced. */
+struct te_turn {
+    int32_t ids[1024];
+    int64_t n_ids;
+    float *pcm;
+    int64_t n_pcm;
+    char text[8192];
+    size_t n_text;
+    enum engine_done_reason reason;
+    int64_t user_tokens, heard;
+    int n_errors, pcm_gap;
+    struct engine_timings t;
+};
+
+static int te_drain(struct engine_session *s, struct te_turn *t)
+{
+    free(t->pcm);
+    memset(t, 0, sizeof *t);
+    struct engine_event ev;
+    for (;;) {
+        if (!engine_next_event(s, &ev, 30.0))
+            return -1;
+        switch (ev.type) {
+        case ENGINE_EV_USER_TOKENIZED:
+            t->user_tokens = ev.n_tokens;
+            break;
+        case ENGINE_EV_TRANSCRIPT:
+            if (t->n_text + (size_t)ev.n_text < sizeof t->text) {
+                memcpy(t->text + t->n_text, ev.text, (size_t)ev.n_text);
+                t->n_text += (size_t)ev.n_text;
+            }
+            break;
+        case ENGINE_EV_AUDIO:
+            if (ev.offset != t->n_pcm)
+                t->pcm_gap = 1;
+            t->pcm = realloc(t->pcm, (size_t)(t->n_pcm + ev.n_pcm) * sizeof *t->pcm);
+            memcpy(t->pcm + t->n_pcm, ev.pcm, (size_t)ev.n_pcm * sizeof *t->pcm);
+            t->n_pcm += ev.n_pcm;
+            break;
+        case ENGINE_EV_ERROR:
+            t->n_errors++;
+            break;
+        case ENGINE_EV_TURN_DONE:
+            t->reason = ev.reason;
+            t->heard = ev.heard_audio_tokens;
+            t->t = ev.t;
+            t->n_ids = ev.n_ids < 1024 ? ev.n_ids : 1024;
+            if (t->n_ids > 0)
+                memcpy(t->ids, ev.ids, (size_t)t->n_ids * sizeof *t->ids);
+            engine_event_clear(&ev);
+            return 0;
+        }
+        engine_event_clear(&ev);
+    }
+}
+
+static void te_audio(float *x, int64_t n, int seed)
+{
+    for (int64_t i = 0; i < n; i++)
+        x[i] = 0.3f * sinf(0.01f * (float)(i * (seed + 3))) + 0.05f * sinf(0.37f * (float)i);
+}
+
+static struct engine *te_engine(int workers, int max_sessions)
+{
+    struct engine_config c;
+    engine_config_default(&c);
+    c.n_workers = workers;
+    c.max_sessions = max_sessions;
+    c.max_batch = max_sessions;
+    struct engine *eng = NULL;
+    struct err e;
+    if (engine_create(&eng, &te_files.m, &c, &e) != 0)
+        test_fail(__FILE__, __LINE__, "engine_create: %s", e.msg);
+    return eng;
+}
+
+/* The reference pipeline by hand: tokenizer -> template -> LM greedy -> t2w (clean). */
+TEST(engine_turn_equals_components)
+{
+    if (!te_models())
+        return;
+    const struct engine_models *m = &te_files.m;
+    const struct lm_hparams *hp = &m->lm->hp;
+    struct err e;
+    int64_t n = 24000; /* 1.5 s at 16 kHz */
+    float *pcm = malloc((size_t)n * sizeof *pcm);
+    te_audio(pcm, n, 1);
+    int max_new = 60;
+
+    /* by hand */
+    int32_t *codes = NULL;
+    int64_t n_codes = 0;
+    REQUIRE(stok_tokenize(m->stok, NULL, &codes, &n_codes, pcm, n, 16000, &e) == 0);
+    struct chat ch;
+    chat_init(&ch);
+    struct bpe_text pt = { 0 };
+    struct bpe_ids ids = { 0 };
+    REQUIRE(chat_prompt(&ch, &pt, CHAT_MODE_AUDIO, NULL, codes, n_codes, hp->n_audio, &e) == 0);
+    REQUIRE(bpe_encode(m->bpe, &ids, pt.v, pt.n, 1, &e) == 0);
+    struct lm_runner r;
+    struct lm_cache c;
+    REQUIRE(lm_runner_init(&r, m->lm, 256, 1, &e) == 0);
+    REQUIRE(lm_cache_init(&c, m->lm, 0, DTYPE_F32, &e) == 0);
+    float *logits = malloc((size_t)hp->n_vocab * sizeof *logits);
+    struct sampler_params sp;
+    sampler_defaults(&sp);
+    sp.greedy = 1;
+    sp.mask_from = hp->audio_offset + (m->flow->hp.vocab < hp->n_audio ? m->flow->hp.vocab
+                                                                       : hp->n_audio);
+    struct sampler smp;
+    REQUIRE(sampler_init(&smp, &sp, hp->n_vocab, &e) == 0);
+    REQUIRE(lm_prefill(&r, &c, ids.v, ids.n, logits, &e) == 0);
+    int32_t ref[256];
+    int n_ref = 0;
+    for (;;) {
+        int32_t id = sampler_sample(&smp, logits);
+        ref[n_ref++] = id;
+        if (lm_is_stop(hp, id) || n_ref >= max_new)
+            break;
+        struct lm_cache *cp = &c;
+        int64_t one = 1;
+        REQUIRE(lm_forward(&r, &cp, &id, &one, 1, logits, &e) == 0);
+    }
+    struct t2w t2;
+    struct t2w_config vc;
+    t2w_config_default(&vc);
+    vc.max_tokens = max_new;
+    REQUIRE(t2w_init(&t2, m->flow, m->hift, &vc, NULL, &e) == 0);
+    float *ref_pcm = malloc(sizeof(float) * 400000);
+    int64_t n_ref_pcm = 0, n_audio = 0, n_text_ids = 0;
+    int32_t text_ids[256];
+    for (int i = 0; i < n_ref; i++) {
+        if (lm_is_stop(hp, ref[i]))
+            break;
+        if (ref[i] >= hp->audio_offset) {
+            n_audio++;
+            REQUIRE(t2w_push_audio(&t2, ref[i] - hp->audio_offset, &e) == 0);
+            if (t2.n_out > 0)
+                memcpy(ref_pcm + n_ref_pcm, t2.out, (size_t)t2.n_out * sizeof(float));
+            n_ref_pcm += t2.n_out;
+        } else {
+            text_ids[n_text_ids++] = ref[i];
+        }
+    }
+    REQUIRE(t2w_end(&t2, lm_is_stop(hp, ref[n_ref - 1]) && ref[n_ref - 1] == hp->tok_user,
+                    &e) == 0);
+    if (t2.n_out > 0)
+        memcpy(ref_pcm + n_ref_pcm, t2.out, (size_t)t2.n_out * sizeof(float));
+    n_ref_pcm += t2.n_out;
+    struct bpe_text ref_text = { 0 };
+    /* ids without a token (gaps in the tiny vocabulary) are left out of the transcript */
+    int64_t n_kept_ids = 0;
+    for (int64_t i = 0; i < n_text_ids; i++)
+        if (text_ids[i] < m->bpe->n_vocab && m->bpe->tokens[text_ids[i]].ptr)
+            text_ids[n_kept_ids++] = text_ids[i];
+    CHECK(bpe_decode(m->bpe, &ref_text, text_ids, n_kept_ids, &e) == 0);
+
+    /* through the engine, audio pushed in pieces */
+    struct engine *eng = te_engine(1, 4);
+    REQUIRE(eng);
+    struct engine_session_options o;
+    te_opts(&o, max_new);
+    struct engine_session *s;
+    REQUIRE(engine_open(eng, &o, &s, &e) == ENGINE_OK);
+    for (int64_t i = 0; i < n; i += 3000)
+        CHECK(engine_push_audio(s, pcm + i, n - i < 3000 ? n - i : 3000, &e) == ENGINE_OK);
+    CHECK(engine_commit(s, &e) == ENGINE_OK);
+    struct te_turn *t = calloc(1, sizeof *t);
+    REQUIRE(te_drain(s, t) == 0);
+    CHECK(t->user_tokens == n_codes);
+    CHECK(t->n_ids == n_ref);
+    CHECK(memcmp(t->ids, ref, (size_t)n_ref * sizeof *ref) == 0);
+    CHECK(t->n_errors == 0);
+    CHECK(t->pcm_gap == 0);
+    CHECK(t->n_text == ref_text.n && memcmp(t->text, ref_text.v, ref_text.n) == 0);
+    /* the tail is never lost: every token's audio came out, whatever ended the answer */
+    CHECK(t->n_pcm == n_ref_pcm);
+    CHECK(t->n_pcm == (int64_t)m->hift->hp.hop_total * flow_mel_len(&m->flow->hp, n_audio));
+    if (t->n_pcm == n_ref_pcm && n_ref_pcm > 0)
+        CHECK_ARRAY_NEAR(t->pcm, ref_pcm, n_ref_pcm, 0);
+    CHECK(t->t.n_audio == n_audio);
+    if (getenv("PARLEY_TEST_VERBOSE"))
+        fprintf(stderr, "engine: %lld user tokens, %d ids (%lld audio), %lld samples, %s\n",
+                (long long)n_codes, n_ref, (long long)n_audio, (long long)t->n_pcm,
+                engine_done_name(t->reason));
+    /* a second turn sees the first: the cache holds prompt + answer (without the stop id) */
+    int64_t kept = lm_is_stop(hp, ref[n_ref - 1]) ? n_ref - 1 : n_ref;
+    CHECK(engine_session_positions(s) == ids.n + kept - (kept == n_ref ? 1 : 0));
+    CHECK(engine_push_text(s, "and then?", &e) == ENGINE_OK);
+    CHECK(engine_commit(s, &e) == ENGINE_OK);
+    REQUIRE(te_drain(s, t) == 0);
+    CHECK(t->n_errors == 0);
+    CHECK(t->n_ids > 0);
+    free(t->pcm);
+    engine_close(s);
+    engine_destroy(eng);
+
+    free(t);
+    t2w_free(&t2);
+    free(ref_pcm);
+    bpe_text_free(&ref_text);
+    sampler_free(&smp);
+    free(logits);
+    lm_cache_free(&c);
+    lm_runner_free(&r);
+    bpe_ids_free(&ids);
+    bpe_text_free(&pt);
+    chat_free(&ch);
+    free(codes);
+    free(pcm);
+}
+
+static const char *te_texts[8] = { "hello", "what is the weather", "tell me a story",
+                                   "1 2 3", "good morning", "why?", "ok", "sing" };
+
+/* Greedy output of a session is the same alone and batched with 7 others. */
+TEST(engine_batched_equals_alone)
+{
+    if (!te_models())
+        return;
+    struct err e;
+    struct te_turn *alone = calloc(8, sizeof *alone), *both = calloc(8, sizeof *both);
+    struct engine *eng = te_engine(2, 8);
+    REQUIRE(eng);
+    struct engine_session_options o;
+    te_opts(&o, getenv("PARLEY_TEST_QUICK") ? 16 : 40);
+    o.n_ctx = 256;
+    for (int i = 0; i < 8; i++) {
+        struct engine_session *s;
+        REQUIRE(engine_open(eng, &o, &s, &e) == ENGINE_OK);
+        CHECK(engine_push_text(s, te_texts[i], &e) == ENGINE_OK);
+        CHECK(engine_commit(s, &e) == ENGINE_OK);
+        CHECK(te_drain(s, &alone[i]) == 0);
+        engine_close(s);
+    }
+    struct engine_session *ss[8];
+    for (int i = 0; i < 8; i++) {
+        REQUIRE(engine_open(eng, &o, &ss[i], &e) == ENGINE_OK);
+        CHECK(engine_push_text(ss[i], te_texts[i], &e) == ENGINE_OK);
+    }
+    for (int i = 0; i < 8; i++)
+        CHECK(engine_commit(ss[i], &e) == ENGINE_OK);
+    for (int i = 0; i < 8; i++) {
+        CHECK(te_drain(ss[i], &both[i]) == 0);
+        CHECK(both[i].n_ids == alone[i].n_ids);
+        CHECK(memcmp(both[i].ids, alone[i].ids, (size_t)alone[i].n_ids * 4) == 0);
+        CHECK(both[i].n_pcm == alone[i].n_pcm);
+        if (both[i].n_pcm == alone[i].n_pcm && alone[i].n_pcm)
+            CHECK_ARRAY_NEAR(both[i].pcm, alone[i].pcm, alone[i].n_pcm, 0);
+        engine_close(ss[i]);
+    }
+    struct engine_stats st;
+    engine_get_stats(eng, &st);
+    CHECK(st.max_batch_seen > 1);
+    CHECK(st.n_sessions == 0 && st.kv_bytes == 0);
+    engine_destroy(eng);
+    for (int i = 0; i < 8; i++) {
+        free(alone[i].pcm);
+        free(both[i].pcm);
+    }
+    free(alone);
+    free(both);
+}
+
+/* The same seed gives the same sampled answer (audio included). */
+TEST(engine_same_seed)
+{
+    if (!te_models())
+        return;
+    struct err e;
+    struct engine *eng = te_engine(2, 2);
+    REQUIRE(eng);
+    struct engine_session_options o;
+    te_opts(&o, 60);
+    o.sampling.greedy = 0;
+    o.sampling.seed = 7;
+    struct te_turn *t = calloc(2, sizeof *t);
+    for (int k = 0; k < 2; k++) {
+        struct engine_session *s;
+        REQUIRE(engine_open(eng, &o, &s, &e) == ENGINE_OK);
+        CHECK(engine_push_text(s, "hello", &e) == ENGINE_OK);
+        CHECK(engine_commit(s, &e) == ENGINE_OK);
+        CHECK(te_drain(s, &t[k]) == 0);
+        engine_close(s);
+    }
+    CHECK(t[0].n_ids == t[1].n_ids);
+    CHECK(memcmp(t[0].ids, t[1].ids, 4 * (size_t)t[0].n_ids) == 0);
+    CHECK(t[0].n_pcm == t[1].n_pcm);
+    if (t[0].n_pcm == t[1].n_pcm && t[0].n_pcm)
+        CHECK_ARRAY_NEAR(t[0].pcm, t[1].pcm, t[0].n_pcm, 0);
+    free(t[0].pcm);
+    free(t[1].pcm);
+    free(t);
+    engine_destroy(eng);
+}
+
+/* Cancel mid-answer: the turn ends as cancelled, history keeps only what was heard, and the
+ * next turn goes on from there. */
+TEST(engine_cancel_truncates)
+{
+    if (!te_models())
+        return;
+    const struct engine_models *m = &te_files.m;
+    const struct lm_hparams *hp = &m->lm->hp;
+    struct err e;
+    struct engine *eng = te_engine(1, 2);
+    REQUIRE(eng);
+    struct engine_session_options o;
+    te_opts(&o, 400);
+    o.sampling.greedy = 0;
+    o.sampling.temperature = 1.0f;
+    o.sampling.top_k = 0;
+    o.sampling.top_p = 1.0f;
+    struct te_turn *t = calloc(1, sizeof *t);
+    struct engine_session *s = NULL;
+    int meaningful = 0;
+    /* seeds until an answer is still running when its first audio arrives */
+    for (uint64_t seed = 1; seed <= 40 && !meaningful; seed++) {
+        if (s)
+            engine_close(s);
+        o.sampling.seed = seed;
+        REQUIRE(engine_open(eng, &o, &s, &e) == ENGINE_OK);
+        CHECK(engine_cancel(s, 0, &e) == ENGINE_ERR_STATE);
+        CHECK(engine_push_text(s, "talk for a long time", &e) == ENGINE_OK);
+        CHECK(engine_session_positions(s) == 0);
+        CHECK(engine_commit(s, &e) == ENGINE_OK);
+        CHECK(engine_push_text(s, "more", &e) == ENGINE_ERR_STATE);
+        CHECK(engine_commit(s, &e) == ENGINE_ERR_STATE);
+        /* wait for the first audio, then say the listener heard 3 tokens' worth of it */
+        struct engine_event ev;
+        int got = 0, done = 0;
+        while (!got && engine_next_event(s, &ev, 10.0)) {
+            got = ev.type == ENGINE_EV_AUDIO || ev.type == ENGINE_EV_TURN_DONE;
+            done = ev.type == ENGINE_EV_TURN_DONE;
+            engine_event_clear(&ev);
+        }
+        if (done)
+            continue;
+        int64_t played = (int64_t)m->hift->hp.hop_total * flow_mel_len(&m->flow->hp, 3) - 1;
+        enum engine_status cst = engine_cancel(s, played, &e);
+        REQUIRE(te_drain(s, t) == 0);
+        if (getenv("PARLEY_TEST_VERBOSE"))
+            fprintf(stderr, "engine_cancel: seed %d: cancel %s, %s after %lld ids, %lld audio "
+                    "tokens heard\n", (int)seed, engine_status_name(cst),
+                    engine_done_name(t->reason), (long long)t->n_ids, (long long)t->heard);
+        if (cst != ENGINE_OK)
+            continue;
+        CHECK(t->reason == ENGINE_DONE_CANCELLED);
+        CHECK(t->n_ids < 400);
+        CHECK(t->heard == 3);
+        int64_t a = 0, kept = 0;
+        for (int64_t i = 0; i < t->n_ids && a < t->heard; i++)
+            if (t->ids[i] >= hp->audio_offset && !lm_is_stop(hp, t->ids[i]))
+                a++, kept = i + 1;
+        CHECK(engine_session_positions(s) == t->t.n_prompt + kept);
+        meaningful = 1;
+    }
+    CHECK(meaningful);
+    REQUIRE(s);
+    /* a second turn after the cancel */
+    CHECK(engine_push_text(s, "again", &e) == ENGINE_OK);
+    CHECK(engine_commit(s, &e) == ENGINE_OK);
+    CHECK(engine_cancel(s, 0, &e) == ENGINE_OK);
+    REQUIRE(te_drain(s, t) == 0);
+    CHECK(t->reason == ENGINE_DONE_CANCELLED);
+    free(t);
+    engine_close(s);
+    engine_destroy(eng);
+}
+
+/* Limits and typed refusals. */
+TEST(engine_limits)
+{
+    if (!te_models())
+        return;
+    struct err e;
+    struct engine_config c;
+    engine_config_default(&c);
+    c.max_sessions = 2;
+    struct engine_session_options o;
+    te_opts(&o, 8);
+    o.n_ctx = 128;
+    const struct lm_hparams *hp = &te_files.lm.hp;
+    int64_t per = 2 * (int64_t)hp->n_layer * 128 * hp->n_kv_head * hp->head_dim * 4;
+    c.max_kv_bytes = per + per / 2;
+    struct engine *eng = NULL;
+    REQUIRE(engine_create(&eng, &te_files.m, &c, &e) == 0);
+    struct engine_session *a, *b;
+    REQUIRE(engine_open(eng, &o, &a, &e) == ENGINE_OK);
+    CHECK(engine_open(eng, &o, &b, &e) == ENGINE_ERR_MEMORY);
+    o.n_ctx = 16;
+    enum engine_status bst = engine_open(eng, &o, &b, &e);
+    if (bst != ENGINE_OK)
+        test_fail(__FILE__, __LINE__, "open: %s", e.msg);
+    REQUIRE(bst == ENGINE_OK);
+    struct engine_session *x;
+    CHECK(engine_open(eng, &o, &x, &e) == ENGINE_ERR_SESSIONS);
+    CHECK(engine_commit(a, &e) == ENGINE_ERR_INVALID);
+    /* a turn that does not fit a 16-position context: typed error and a done event */
+    CHECK(engine_push_text(b, "a question much too long for sixteen positions of context",
+                           &e) == ENGINE_OK);
+    CHECK(engine_commit(b, &e) == ENGINE_OK);
+    struct te_turn *t = calloc(1, sizeof *t);
+    REQUIRE(te_drain(b, t) == 0);
+    CHECK(t->reason == ENGINE_DONE_CONTEXT);
+    CHECK(t->n_errors == 1);
+    CHECK(engine_session_positions(b) == 0);
+    float z[16] = { 0 };
+    o.max_user_seconds = 0.0005; /* 8 samples */
+    engine_close(b);
+    REQUIRE(engine_open(eng, &o, &b, &e) == ENGINE_OK);
+    CHECK(engine_push_audio(b, z, 16, &e) == ENGINE_ERR_INPUT_FULL);
+    CHECK(engine_push_text(b, "x", &e) == ENGINE_OK);
+    CHECK(engine_push_audio(b, z, 4, &e) == ENGINE_ERR_STATE);
+    o.in_rate = 10;
+    CHECK(engine_open(eng, &o, &x, &e) == ENGINE_ERR_INVALID);
+    free(t);
+    engine_close(a);
+    engine_close(b);
+    engine_destroy(eng);
+}
+
+/* KV vs re-tokenized history: the same greedy answer to a second turn whenever
+ * re-tokenizing the first turn's string is the identity (tried over several answer lengths;
+ * at least one must qualify). Drop-oldest: a long conversation in a small context goes on. */
+TEST(engine_history_modes)
+{
+    if (!te_models())
+        return;
+    struct err e;
+    const struct engine_models *m = &te_files.m;
+    const struct lm_hparams *hp = &m->lm->hp;
+    struct engine *eng = te_engine(1, 2);
+    REQUIRE(eng);
+    struct engine_session_options o;
+    struct te_turn *t1 = calloc(2, sizeof *t1), *t2 = calloc(2, sizeof *t2);
+    int compared = 0;
+    int quick = getenv("PARLEY_TEST_QUICK") != NULL;
+    for (int max_new = 1; max_new <= 12 && !(quick && compared > 0); max_new++) {
+        te_opts(&o, max_new);
+        for (int mode = 0; mode < 2; mode++) {
+            o.history = mode ? ENGINE_HISTORY_RETOKENIZE : ENGINE_HISTORY_KV;
+            struct engine_session *s;
+            REQUIRE(engine_open(eng, &o, &s, &e) == ENGINE_OK);
+            CHECK(engine_push_text(s, te_texts[max_new % 8], &e) == ENGINE_OK);
+            CHECK(engine_commit(s, &e) == ENGINE_OK);
+            CHECK(te_drain(s, &t1[mode]) == 0);
+            CHECK(engine_push_text(s, "and then", &e) == ENGINE_OK);
+            CHECK(engine_commit(s, &e) == ENGINE_OK);
+            CHECK(te_drain(s, &t2[mode]) == 0);
+            engine_close(s);
+        }
+        CHECK(t1[0].n_ids == t1[1].n_ids &&
+              memcmp(t1[0].ids, t1[1].ids, 4 * (size_t)t1[0].n_ids) == 0);
+        /* identity: encode(prompt string + decoded answer) == prompt ids + answer ids */
+        struct chat ch;
+        chat_init(&ch);
+        struct bpe_text pt = { 0 }, txt = { 0 };
+        struct bpe_ids a = { 0 }, b = { 0 };
+        int64_t k = t1[0].n_ids;
+        if (k > 0 && lm_is_stop(hp, t1[0].ids[k - 1]))
+            k--;
+        int ok = chat_prompt(&ch, &pt, CHAT_MODE_TEXT, te_texts[max_new % 8], NULL, 0,
+                             hp->n_audio, &e) == 0 &&
+                 bpe_encode(m->bpe, &a, pt.v, pt.n, 1, &e) == 0 &&
+                 bpe_decode(m->bpe, &txt, t1[0].ids, k, &e) == 0 && txt.n > 0 &&
+                 txt.v[txt.n - 1] != ' ' && txt.v[txt.n - 1] != '\n';
+        if (ok) {
+            size_t n0 = pt.n;
+            struct bpe_text full = { 0 };
+            full.v = malloc(n0 + txt.n + 1);
+            memcpy(full.v, pt.v, n0);
+            memcpy(full.v + n0, txt.v, txt.n);
+            full.n = n0 + txt.n;
+            full.v[full.n] = 0;
+            ok = bpe_encode(m->bpe, &b, full.v, full.n, 1, &e) == 0 && b.n == a.n + k &&
+                 memcmp(b.v, a.v, (size_t)a.n * 4) == 0 &&
+                 memcmp(b.v + a.n, t1[0].ids, (size_t)k * 4) == 0;
+            bpe_text_free(&full);
+        }
+        if (ok) {
+            compared++;
+            CHECK(t2[0].n_ids == t2[1].n_ids);
+            CHECK(memcmp(t2[0].ids, t2[1].ids, 4 * (size_t)t2[0].n_ids) == 0);
+        }
+        bpe_text_free(&pt);
+        bpe_text_free(&txt);
+        bpe_ids_free(&a);
+        bpe_ids_free(&b);
+        chat_free(&ch);
+    }
+    CHECK(compared > 0);
+    if (getenv("PARLEY_TEST_VERBOSE"))
+        fprintf(stderr, "engine_history_modes: %d of 12 answers re-tokenize to themselves\n",
+                compared);
+
+    /* drop-oldest keeps a conversation going in a context of 96 positions */
+    o.history = ENGINE_HISTORY_KV;
+    o.ctx_policy = ENGINE_CTX_DROP_OLDEST;
+    o.n_ctx = 96;
+    struct engine_session *s;
+    REQUIRE(engine_open(eng, &o, &s, &e) == ENGINE_OK);
+    for (int i = 0; i < 6; i++) {
+        CHECK(engine_push_text(s, "one more question", &e) == ENGINE_OK);
+        CHECK(engine_commit(s, &e) == ENGINE_OK);
+        CHECK(te_drain(s, t1) == 0);
+        CHECK(t1->n_errors == 0);
+        CHECK(engine_session_positions(s) <= 96);
+    }
+    engine_close(s);
+    for (int i = 0; i < 2; i++) {
+        free(t1[i].pcm);
+        free(t2[i].pcm);
+    }
+    free(t1);
+    free(t2);
+    engine_destroy(eng);
+}
+
+/* Stress: sessions opening, talking, cancelling and closing at random from several threads
+ * for a bounded time (run it under the thread sanitizer build). */
+struct te_stress {
+    struct engine *eng;
+    int seed;
+    double until;
+    int turns, refused;
+};
+
+static double te_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void *te_stress_thread(void *arg)
+{
+    struct te_stress *st = arg;
+    uint64_t r = (uint64_t)st->seed * 2654435761u + 1;
+    struct err e;
+    float pcm[1600];
+    te_audio(pcm, 1600, st->seed);
+    while (te_now() < st->until) {
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        struct engine_session_options o;
+        te_opts(&o, 4 + (int)(r % 24));
+        o.n_ctx = 160;
+        o.ctx_policy = ENGINE_CTX_DROP_OLDEST;
+        struct engine_session *s;
+        if (engine_open(st->eng, &o, &s, &e) != ENGINE_OK) {
+            st->refused++;
+            usleep(1000);
+            continue;
+        }
+        int n_turns = 1 + (int)(r % 3);
+        for (int k = 0; k < n_turns; k++) {
+            if ((r >> (8 + k)) & 1) {
+                engine_push_audio(s, pcm, 1600, &e);
+                engine_push_audio(s, pcm, 800, &e);
+            } else {
+                engine_push_text(s, te_texts[(r >> 3) % 8], &e);
+            }
+            if (engine_commit(s, &e) != ENGINE_OK)
+                break;
+            if ((r >> (12 + k)) % 4 == 0)
+                engine_cancel(s, 2000, &e);
+            if ((r >> (16 + k)) % 5 == 0)
+                break; /* close mid-answer */
+            struct engine_event ev;
+            int done = 0;
+            while (!done && engine_next_event(s, &ev, 20.0)) {
+                done = ev.type == ENGINE_EV_TURN_DONE;
+                engine_event_clear(&ev);
+            }
+            st->turns++;
+        }
+        engine_close(s);
+    }
+    return NULL;
+}
+
+TEST(engine_stress)
+{
+    if (!te_models())
+        return;
+    int quick = getenv("PARLEY_TEST_QUICK") != NULL;
+    int n_threads = quick ? 6 : 12;
+    struct engine *eng = te_engine(2, 8);
+    REQUIRE(eng);
+    struct te_stress st[12];
+    pthread_t th[12];
+    double until = te_now() + (quick ? 1.5 : 3.0);
+    for (int i = 0; i < n_threads; i++) {
+        st[i] = (struct te_stress){ eng, i + 1, until, 0, 0 };
+        REQUIRE(pthread_create(&th[i], NULL, te_stress_thread, &st[i]) == 0);
+    }
+    int turns = 0;
+    for (int i = 0; i < n_threads; i++) {
+        pthread_join(th[i], NULL);
+        turns += st[i].turns;
+    }
+    CHECK(turns > 0);
+    struct engine_stats s;
+    engine_get_stats(eng, &s);
+    CHECK(s.n_sessions == 0 && s.kv_bytes == 0);
+    engine_destroy(eng);
+}
