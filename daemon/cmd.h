@@ -19,5 +19,6 @@ int cmd_generate(int argc, char **argv);
 int cmd_text_tokens(int argc, char **argv);
 int cmd_speak(int argc, char **argv);
 int cmd_vocode(int argc, char **argv);
+int cmd_ask(int argc, char **argv);
 
 #endif

@@ -26,6 +26,7 @@ static const struct command commands[] = {
     { "text-tokens", "--model LM.gguf", "text <-> token ids on stdin lines", cmd_text_tokens },
     { "speak", "--model DEC.gguf --tokens ...", "speech tokens to a WAV (flow + HiFT)", cmd_speak },
     { "vocode", "--model DEC.gguf --mel FILE", "a mel to a WAV (HiFT alone)", cmd_vocode },
+    { "ask", "--models DIR --audio Q.wav ...", "turns end to end (the engine)", cmd_ask },
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
