@@ -5,6 +5,7 @@
 #   make bench      prints figures and writes build/bench.jsonl
 #   make asan|ubsan|tsan   the test suite under a sanitizer (build/<name>/)
 #   make fuzz       runs the libFuzzer targets for FUZZ_SECONDS each (clang)
+#   make run        parleyd on 127.0.0.1:8080 with the built-in default (small) model set
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make format-check
 
@@ -29,7 +30,7 @@ ARCH     := -march=x86-64 -mtune=generic
 OPT      ?= -O2
 CFLAGS   ?= $(OPT) -g
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(ARCH) $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) \
-             -Icore -Iproto -Itests $(BLAS_CFLAGS) $(DEP_CFLAGS) -MMD -MP
+             -Icore -Iproto -Idaemon -Itests $(BLAS_CFLAGS) $(DEP_CFLAGS) -MMD -MP
 LDLIBS   := $(BLAS_LIBS) $(DEP_LIBS) -lpthread -lm
 LDFLAGS  ?=
 
@@ -58,7 +59,7 @@ CLI   := $(BUILD)/parley
 TESTS := $(BUILD)/parley-tests
 BENCH := $(BUILD)/parley-bench
 
-.PHONY: all test unit deps bench install uninstall asan ubsan tsan fuzz fuzz-build fuzz-replay \
+.PHONY: all test unit deps bench install uninstall run asan ubsan tsan fuzz fuzz-build fuzz-replay \
         format format-check clean
 
 # parleyd is built once its main exists
@@ -169,12 +170,39 @@ fuzz: fuzz-build
 
 # ---- install -------------------------------------------------------------------------------
 
-install: $(CLI) $(LIB)
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib
+SYSCONFDIR  ?= /etc
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+install: $(CLI) $(PARLEYD) $(LIB)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(SYSCONFDIR)/parley
 	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/parley
+	install -m 755 $(PARLEYD) $(DESTDIR)$(PREFIX)/bin/parleyd
 	install -m 644 $(LIB) $(DESTDIR)$(PREFIX)/lib/libparley.a
+	sed -e 's|/usr/bin/parleyd|$(PREFIX)/bin/parleyd|' -e 's|/etc/parley/|$(SYSCONFDIR)/parley/|' \
+	    systemd/parleyd.service >$(DESTDIR)$(UNITDIR)/parleyd.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/parleyd.service
+	install -m 644 systemd/parleyd.socket $(DESTDIR)$(UNITDIR)/parleyd.socket
+	install -m 644 systemd/parleyd.sysusers $(DESTDIR)$(SYSUSERSDIR)/parleyd.conf
+	install -m 644 systemd/parleyd.tmpfiles $(DESTDIR)$(TMPFILESDIR)/parleyd.conf
+	[ -e $(DESTDIR)$(SYSCONFDIR)/parley/parleyd.conf ] || \
+	    install -m 644 deploy/parleyd.conf $(DESTDIR)$(SYSCONFDIR)/parley/parleyd.conf
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/parley $(DESTDIR)$(PREFIX)/lib/libparley.a
+	rm -f $(DESTDIR)$(PREFIX)/bin/parley $(DESTDIR)$(PREFIX)/bin/parleyd \
+	    $(DESTDIR)$(PREFIX)/lib/libparley.a $(DESTDIR)$(UNITDIR)/parleyd.service \
+	    $(DESTDIR)$(UNITDIR)/parleyd.socket $(DESTDIR)$(SYSUSERSDIR)/parleyd.conf \
+	    $(DESTDIR)$(TMPFILESDIR)/parleyd.conf
+
+# ---- run -----------------------------------------------------------------------------------
+
+# parleyd on 127.0.0.1:8080 with the built-in default model set: small random-weight models
+# in the released layouts, made by the golden generators and converted by deploy/convert.py.
+run: deps
+	$(MAKE) -j$(shell nproc) $(PARLEYD)
+	@for g in lm stok voice; do /usr/bin/python3 tests/golden/$${g}_torch.py build/golden || exit 1; done
+	$(PARLEYD) --models-lm=build/golden/lm_tiny_f32.gguf \
+	    --models-tokenizer=build/golden/stok_a.gguf --models-decoder=build/golden/voice_decoder.gguf
 
 # ---- style ---------------------------------------------------------------------------------
 
