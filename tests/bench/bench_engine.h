@@ -1,5 +1,5 @@
 /*
- * bench_engine — the engine's figures (issue 6): a random LM with the real GLM-4-Voice-9B
+ * bench_engine — the engine's figures a random LM with the real GLM-4-Voice-9B
  * layer shape (2 layers, bf16, vocabulary 8192) and the tokenizer vocabulary, special ids,
  * speech tokenizer and decoder of the tiny golden models in build/golden/ (run the golden
  * generators first). Prints the first-audio latency of one audio turn broken down by stage

@@ -1,5 +1,5 @@
 /*
- * bench_lm — the language model's figures (issue 3) on random weights with the real
+ * bench_lm — the language model's figures on random weights with the real
  * GLM-4-Voice-9B layer shape (hidden 4096, 32 heads of 128, 2 KV heads, FFN 13696, RoPE on
  * 64 dims) and vocabulary 8192, 2 layers (8 for a decode figure outside quick mode):
  * decode tokens/s at batch 1 (context 0 and 1024) and batched at 4 and 16 sequences, and

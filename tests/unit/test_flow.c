@@ -3,7 +3,7 @@
  * against the PyTorch reference of tests/golden/voice_torch.py (random weights in the released
  * layout, converted by deploy/convert.py), with the reference's ODE noise injected, evaluation
  * mode (errata E1). Tolerances: encoder projection and length regulator 1e-4, mel 1e-3 (the
- * issue's figure). PARLEY_GOLDEN_VERBOSE=1 prints the errors.
+ * required accuracy). PARLEY_GOLDEN_VERBOSE=1 prints the errors.
  */
 #include <math.h>
 #include <stdio.h>

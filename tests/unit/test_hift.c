@@ -2,7 +2,7 @@
  * HiFT vocoder tests: PyTorch's seeded phases, and the forward pass against the PyTorch
  * reference of tests/golden/voice_torch.py (random weights in the released layout, converted by
  * deploy/convert.py) with the reference's NSF noise injected. Tolerances: F0 1e-3 relative,
- * source 1e-3, waveform 1e-3 (the issue's figure). PARLEY_GOLDEN_VERBOSE=1 prints the errors.
+ * source 1e-3, waveform 1e-3 (the required accuracy). PARLEY_GOLDEN_VERBOSE=1 prints the errors.
  */
 #include <math.h>
 #include <stdio.h>

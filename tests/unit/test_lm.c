@@ -2,7 +2,7 @@
  * random-weight checkpoint in the released layout, converted by deploy/convert.py to each
  * weight type, run through lm_forward. For a text turn and an audio turn:
  *   - the prompt's last logits: max |ours − torch| / max |torch| <= the type's tolerance
- *     (the reference uses the same rounded weights; f32 ≤ 1e-4 as the issue asks);
+ *     (the reference uses the same rounded weights; f32 ≤ 1e-4 as required);
  *   - 32 greedy ids identical (decode steps through the KV cache vs full recomputation).
  * Then: batched decode (two sequences in one step) bit-identical to single-sequence decode,
  * a bf16 KV cache close to the f32 one, the context limit and bad ids refused without
