@@ -1,5 +1,6 @@
 /*
- * matmul — OpenBLAS sgemm over panels of widened weights; gemv for a few rows.
+ * matmul — OpenBLAS sgemm over panels of widened weights; gemv for a few rows; gemm_bf16 for
+ * bf16 weights on AVX-512 BF16 CPUs.
  *
  * Shape letters: W [M][K], x [N][K], y [N][M]; a panel is rows [m0, m0 + P) of W, P =
  * MATMUL_PANEL_ROWS, widened to f32 as [P][K].
@@ -17,7 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/gemm_bf16.h"
 #include "kernels/gemv.h"
+#include "runtime/cpu.h"
 
 static size_t panel_floats(const struct tensor *w)
 {
@@ -28,7 +31,18 @@ size_t matmul_scratch_bytes(const struct pool *pool, const struct tensor *w)
 {
     if (w->type == DTYPE_F32)
         return 0;
-    return (size_t)pool_threads(pool) * panel_floats(w) * sizeof(float);
+    size_t panels = (size_t)pool_threads(pool) * panel_floats(w) * sizeof(float);
+    if (w->type != DTYPE_BF16)
+        return panels;
+    /* gemm_bf16's need is the smaller one, except for tiny K */
+    size_t gemm = gemm_bf16_scratch_bytes(pool_threads(pool), w->ne[0]);
+    return gemm > panels ? gemm : panels;
+}
+
+/* bf16 weights with this many rows or more go to gemm_bf16 on AVX-512 BF16 CPUs. */
+static int use_gemm_bf16(const struct tensor *w, int64_t n)
+{
+    return w->type == DTYPE_BF16 && n >= MATMUL_BF16_MIN_ROWS && cpu_level() == CPU_LEVEL_AVX512;
 }
 
 struct job {
@@ -86,6 +100,11 @@ void matmul_forward(struct pool *pool, float *y, const float *x, const struct te
     if (n <= GEMV_MAX_ROWS) {
         if (n > 0)
             gemv_forward(pool, y, x, w, bias, (int)n);
+        return;
+    }
+    if (use_gemm_bf16(w, n)) {
+        gemm_bf16_forward(pool, y, x, (const uint16_t *)tensor_row(w, 0), (size_t)w->nb[1], bias, n,
+                          tensor_nrows(w), w->ne[0], scratch);
         return;
     }
     void *owned = NULL;

@@ -5,7 +5,11 @@
  *
  *   y[n][m] = sum_k x[n][k] * W[m][k]  (+ bias[m])
  *
- * N <= GEMV_MAX_ROWS goes to gemv (which reads W once). Larger N uses OpenBLAS sgemm: f32
+ * N <= GEMV_MAX_ROWS goes to gemv (which reads W once). Larger N with bf16 weights on a CPU
+ * with AVX-512 BF16 (cpu_level() == CPU_LEVEL_AVX512) goes to gemm_bf16 (vdpbf16ps, f32 sums;
+ * x split into two bf16 terms unless its values are bf16 already, see gemm_bf16.h) without
+ * widening W: one pass runs at about 1.6× OpenBLAS's AVX-512 sgemm (3× its Haswell kernels),
+ * two passes at half that. Otherwise larger N uses OpenBLAS sgemm: f32
  * weights directly; other types one panel of MATMUL_PANEL_ROWS rows of W at a time, widened
  * to f32 into scratch memory and multiplied while it is still in cache. Each pool thread
  * takes whole panels (its own scratch, single-threaded sgemm), so the panels' results do not
@@ -28,8 +32,12 @@
  * a panel (256 × K floats: 4 MiB at K = 4096) stays in the last-level cache. */
 #define MATMUL_PANEL_ROWS 256
 
+/* Rows from which bf16 weights go to gemm_bf16 (AVX-512 BF16 CPUs only). */
+#define MATMUL_BF16_MIN_ROWS 9 /* GEMV_MAX_ROWS + 1: fewer rows go to gemv */
+
 /* Bytes of scratch matmul_forward needs for weights like w with this pool (0 for f32
- * weights): one panel per thread. Allocate once (at model load) and pass it on each call. */
+ * weights): one panel per thread (bf16: at least what gemm_bf16 needs). Allocate once (at
+ * model load) and pass it on each call. */
 size_t matmul_scratch_bytes(const struct pool *pool, const struct tensor *w);
 
 /*

@@ -7,7 +7,9 @@
  * Sections (all by default): read (memory read bandwidth), fma (FP32 FMA peak), sgemm
  * (OpenBLAS 4096³), gemv (decode GEMV at GLM-4-Voice-9B shapes), batch (GEMV with several
  * activation rows), matmul (prefill-sized products through matmul_forward); then the figures
- * of the other modules, each in its own file: attn, conv, lm, stok, voice. Each figure is
+ * of the other modules, each in its own file: attn, conv, lm, stok, voice; and bf16gemm
+ * (gemm_bf16 at 16, 64 and 512 rows, x bf16 values and _f32x any f32, against sgemm of the
+ * same shape in the same run, and at 16 rows against two passes of the 8-row GEMV). Each figure is
  * printed and, with --json, written as one JSON object per line:
  *   {"name": ..., "value": ..., "unit": ..., "limit": ..., "ratio": ...}
  * where limit is the machine figure the value is compared with (same thread count, measured
@@ -35,6 +37,7 @@
 #include "bench/bench_lm.h"
 #include "bench/bench_stok.h"
 #include "bench/bench_voice.h"
+#include "kernels/gemm_bf16.h"
 #include "kernels/gemv.h"
 #include "kernels/matmul.h"
 #include "runtime/cpu.h"
@@ -485,6 +488,109 @@ done:
     big_free(ar.mem, ar.bytes);
 }
 
+/* ---- bf16 GEMM (prefill and wide batched decode with bf16 weights) ---------------------- */
+
+/* Median GFLOP/s of y[n][m] = x · Wᵀ by: 0 gemm_bf16_forward (one pass when x holds bf16
+ * values, as the LM's normed activations do; two for other f32), 1 sgemm on an f32 copy of W
+ * (OpenBLAS with the same thread count), 2 gemv_forward in groups of GEMV_MAX_ROWS rows (the
+ * LM's decode path today). */
+static double measure_bf16gemm(struct bench *b, int how, struct pool *pool, float *y,
+                               const float *x, uint16_t *wb, const float *wf, int64_t n, int64_t m,
+                               int64_t k, void *scratch)
+{
+    int runs = b->quick ? 3 : 5;
+    double flop = 2.0 * (double)n * (double)m * (double)k, g[8];
+    struct tensor w;
+    int64_t ne[2] = { k, m };
+    tensor_init(&w, "w", DTYPE_BF16, 2, ne, wb);
+    blas_threads(pool_threads(pool));
+    /* at least ~0.2 s per figure for the small products */
+    int reps = (int)(0.2 * 100e9 / flop) + 1;
+    for (int r = 0; r <= runs; r++) {
+        double t0 = now();
+        for (int i = 0; i < reps; i++) {
+            if (how == 0)
+                gemm_bf16_forward(pool, y, x, wb, (size_t)k * 2, NULL, n, m, k, scratch);
+            else if (how == 1)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)n, (blasint)m,
+                            (blasint)k, 1.0f, x, (blasint)k, wf, (blasint)k, 0.0f, y, (blasint)m);
+            else
+                for (int64_t r0 = 0; r0 < n; r0 += GEMV_MAX_ROWS)
+                    gemv_forward(pool, y + r0 * m, x + r0 * k, &w, NULL,
+                                 (int)(n - r0 < GEMV_MAX_ROWS ? n - r0 : GEMV_MAX_ROWS));
+        }
+        if (r > 0) /* the first run is a warm-up */
+            g[r - 1] = flop * reps / (now() - t0) / 1e9;
+    }
+    return median(g, runs);
+}
+
+static void section_bf16gemm(struct bench *b)
+{
+    static const struct shape shapes[] = { { 4096, 4096 }, { 27392, 4096 } };
+    static const int64_t ns[] = { 16, 64, 512 };
+    if (cpu_level() != CPU_LEVEL_AVX512)
+        printf("  (no AVX-512 BF16: gemm_bf16 runs its portable kernel)\n");
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int64_t m = shapes[si].m, k = shapes[si].k, nmax = 512;
+        if (b->quick && si > 0)
+            continue;
+        uint16_t *wb = big_alloc((size_t)(m * k) * sizeof *wb);
+        float *wf = big_alloc((size_t)(m * k) * sizeof *wf);
+        float *x = aligned_alloc(64, (size_t)(nmax * k) * sizeof *x);
+        float *xr = aligned_alloc(64, (size_t)(nmax * k) * sizeof *xr); /* x as bf16 values */
+        float *y = malloc((size_t)(nmax * m) * sizeof *y);
+        void *scratch = malloc(gemm_bf16_scratch_bytes(MAX_THREADS, k));
+        if (!wb || !wf || !x || !xr || !y || !scratch) {
+            printf("  bf16gemm: cannot allocate\n");
+            goto next;
+        }
+        for (int64_t i = 0; i < m * k; i++) {
+            wb[i] = dtype_f32_to_bf16(rand_float());
+            wf[i] = dtype_bf16_to_f32(wb[i]);
+        }
+        for (int64_t i = 0; i < nmax * k; i++) {
+            x[i] = rand_float();
+            xr[i] = dtype_bf16_to_f32(dtype_f32_to_bf16(x[i]));
+        }
+        for (int t = 1; t <= MAX_THREADS; t++) {
+            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+                int64_t n = ns[ni];
+                char name[96];
+                snprintf(name, sizeof name, "bf16gemm_%lldx%lld_n%lld_t%d", (long long)m,
+                         (long long)k, (long long)n, t);
+                if (skip(b, name))
+                    continue;
+                struct pool *p = b->pools[t];
+                double sg = measure_bf16gemm(b, 1, p, y, x, wb, wf, n, m, k, scratch);
+                double gg = measure_bf16gemm(b, 0, p, y, xr, wb, wf, n, m, k, scratch);
+                double gf = measure_bf16gemm(b, 0, p, y, x, wb, wf, n, m, k, scratch);
+                /* limit: sgemm of the same shape in the same run */
+                emit(b, name, gg, "GFLOP/s", sg); /* x bf16 values: one pass */
+                snprintf(name, sizeof name, "bf16gemm_%lldx%lld_n%lld_t%d_f32x", (long long)m,
+                         (long long)k, (long long)n, t);
+                emit(b, name, gf, "GFLOP/s", sg); /* x any f32: hi + lo, two passes */
+                snprintf(name, sizeof name, "bf16gemm_%lldx%lld_n%lld_t%d_sgemm", (long long)m,
+                         (long long)k, (long long)n, t);
+                emit(b, name, sg, "GFLOP/s", 0);
+                if (n <= 2 * GEMV_MAX_ROWS) { /* wide decode: vs 2 passes of the 8-row GEMV */
+                    double gv = measure_bf16gemm(b, 2, p, y, xr, wb, wf, n, m, k, scratch);
+                    snprintf(name, sizeof name, "bf16gemm_%lldx%lld_n%lld_t%d_gemv", (long long)m,
+                             (long long)k, (long long)n, t);
+                    emit(b, name, gv, "GFLOP/s", gg); /* ratio < 1: gemm_bf16 is faster */
+                }
+            }
+        }
+    next:
+        big_free(wb, (size_t)(m * k) * sizeof *wb);
+        big_free(wf, (size_t)(m * k) * sizeof *wf);
+        free(x);
+        free(xr);
+        free(y);
+        free(scratch);
+    }
+}
+
 /* ---- the other modules' figures (tests/bench/bench_*.c) ----------------------------------- */
 
 static void section_attn(struct bench *b)
@@ -525,7 +631,7 @@ static const struct section sections[] = {
     { "read", section_read }, { "fma", section_fma },     { "sgemm", section_sgemm },
     { "gemv", section_gemv }, { "batch", section_batch }, { "matmul", section_matmul },
     { "attn", section_attn }, { "conv", section_conv },   { "lm", section_lm },
-    { "stok", section_stok }, { "voice", section_voice },
+    { "stok", section_stok }, { "voice", section_voice }, { "bf16gemm", section_bf16gemm },
 };
 #define N_SECTIONS (int)(sizeof sections / sizeof sections[0])
 

@@ -1,0 +1,218 @@
+/*
+ * gemm_bf16 — dispatch, thread split, x conversion and the portable kernel.
+ *
+ * Shape letters as in gemm_bf16.h: W [M][K] bf16, x [N][K] f32, y [N][M] f32.
+ */
+#include "kernels/gemm_bf16.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/cpu.h"
+#include "runtime/dtype.h"
+
+/* Outputs per unit of the thread split: whole register tiles. */
+#define GRAIN 96 /* a multiple of GEMM_BF16_TILE_COLS and of GEMM_BF16_PANEL_COLS */
+#define PAD   32 /* K padding of the converted rows: one vector of bf16 */
+
+static int64_t kpad_of(int64_t k)
+{
+    return (k + PAD - 1) / PAD * PAD;
+}
+
+/* Rows per chunk: converted x of about X_CHUNK_BYTES, so that it stays in L2 next to a block
+ * of W while every block meets it; whole tile rows, at most GEMM_BF16_CHUNK_ROWS. */
+#define X_CHUNK_BYTES (512 * 1024)
+
+static int64_t chunk_rows(int64_t kpad)
+{
+    int64_t r = X_CHUNK_BYTES / (kpad * 2) / GEMM_BF16_TILE_ROWS * GEMM_BF16_TILE_ROWS;
+    if (r < 4 * GEMM_BF16_TILE_ROWS)
+        r = 4 * GEMM_BF16_TILE_ROWS;
+    return r < GEMM_BF16_CHUNK_ROWS ? r : GEMM_BF16_CHUNK_ROWS;
+}
+
+static size_t panel_bytes(int64_t kpad)
+{
+    return (size_t)GEMM_BF16_PANEL_COLS * (size_t)kpad * sizeof(uint16_t);
+}
+
+size_t gemm_bf16_scratch_bytes(int threads, int64_t k)
+{
+    int64_t kpad = kpad_of(k);
+    return 2 * (size_t)GEMM_BF16_CHUNK_ROWS * (size_t)kpad * sizeof(uint16_t) + 64 +
+           (size_t)threads * panel_bytes(kpad) + GEMM_BF16_CHUNK_ROWS;
+}
+
+static float bf16_value(uint16_t b)
+{
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* hi = bf16(x), lo = bf16(x - hi), zeros beyond k: the portable split; 1 when some lo != 0. */
+static int generic_round(uint16_t *hi, uint16_t *lo, const float *src, int64_t k, int64_t kpad)
+{
+    int any = 0;
+    for (int64_t i = 0; i < k; i++) {
+        hi[i] = dtype_f32_to_bf16(src[i]);
+        lo[i] = dtype_f32_to_bf16(src[i] - bf16_value(hi[i]));
+        any |= (lo[i] & 0x7fff) != 0;
+    }
+    for (int64_t i = k; i < kpad; i++)
+        hi[i] = lo[i] = 0;
+    return any;
+}
+
+/* hi + lo of x[i] (exact in f32): from the converted rows, or split here when there are none. */
+static float x_value(const struct gemm_bf16_args *a, int64_t r, int64_t i)
+{
+    if (a->xb)
+        return bf16_value(a->xb[r * a->kpad + i]) + bf16_value(a->xl[r * a->kpad + i]);
+    float x = a->x[r * a->k + i], hi = bf16_value(dtype_f32_to_bf16(x));
+    return hi + bf16_value(dtype_f32_to_bf16(x - hi));
+}
+
+/*
+ * Portable kernel: the same products (exact in f32: 8-bit × 8-bit significands) added pair by
+ * pair into 16 lanes, as vdpbf16ps does, then the lanes in a tree. Only for tests and CPUs
+ * without AVX-512 BF16: matmul does not route here.
+ */
+static void generic_cols(const struct gemm_bf16_args *a, int64_t m0, int64_t m1)
+{
+    for (int64_t m = m0; m < m1; m++) {
+        const uint16_t *wr = (const uint16_t *)(a->w + (size_t)m * a->w_stride);
+        for (int64_t r = 0; r < a->n; r++) {
+            float lane[16] = { 0 };
+            for (int64_t i = 0; i < a->k; i += 2) {
+                float *acc = &lane[(i / 2) % 16];
+                if (i + 1 < a->k)
+                    *acc += x_value(a, r, i + 1) * bf16_value(wr[i + 1]);
+                *acc += x_value(a, r, i) * bf16_value(wr[i]);
+            }
+            for (int w = 8; w > 0; w /= 2)
+                for (int l = 0; l < w; l++)
+                    lane[l] += lane[l + w];
+            a->y[r * a->ldy + m] = lane[0] + (a->bias ? a->bias[m] : 0.0f);
+        }
+    }
+}
+
+struct job {
+    struct gemm_bf16_args args;
+    void (*cols)(const struct gemm_bf16_args *a, int64_t m0, int64_t m1);
+    int64_t m;
+    uint8_t *panels; /* packed form: one panel per thread; NULL: dot-product form */
+    size_t panel_bytes;
+    int threads;
+};
+
+/* Thread t (pool_for over one index per thread) takes a contiguous range of whole GRAIN
+ * groups of outputs; which thread computes an output does not change its bits. */
+static void run_cols(void *arg, int64_t t0, int64_t t1)
+{
+    const struct job *j = arg;
+    int64_t m = j->m, groups = (m + GRAIN - 1) / GRAIN;
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t per = groups / j->threads, extra = groups % j->threads;
+        int64_t g0 = t * per + (t < extra ? t : extra), g1 = g0 + per + (t < extra);
+        int64_t m0 = g0 * GRAIN, m1 = g1 * GRAIN < m ? g1 * GRAIN : m;
+        if (m0 >= m1)
+            continue;
+        if (j->panels)
+            gemm_bf16_avx512_panels(&j->args, m0, m1,
+                                    (uint32_t *)(j->panels + (size_t)t * j->panel_bytes));
+        else
+            j->cols(&j->args, m0, m1);
+    }
+}
+
+struct round_job {
+    uint16_t *xb, *xl;
+    uint8_t *lo_rows;
+    const float *x;
+    int64_t k, kpad;
+    int avx512;
+};
+
+static void run_round(void *arg, int64_t begin, int64_t end)
+{
+    const struct round_job *j = arg;
+    for (int64_t r = begin; r < end; r++) {
+        uint16_t *hi = j->xb + r * j->kpad, *lo = j->xl + r * j->kpad;
+        const float *x = j->x + r * j->k;
+        j->lo_rows[r] = (uint8_t)(j->avx512 ? gemm_bf16_avx512_round(hi, lo, x, j->k, j->kpad)
+                                            : generic_round(hi, lo, x, j->k, j->kpad));
+    }
+}
+
+void gemm_bf16_forward(struct pool *pool, float *y, const float *x, const uint16_t *w,
+                       size_t w_stride, const float *bias, int64_t n, int64_t m, int64_t k,
+                       void *scratch)
+{
+    /* the panel gather indexes 32 rows with 32-bit byte offsets */
+    assert(n >= 0 && m >= 0 && k >= 1 && w_stride >= 2 * (size_t)k && w_stride < (1u << 26));
+    if (n == 0 || m == 0)
+        return;
+    int avx512 = cpu_level() == CPU_LEVEL_AVX512;
+    int64_t kpad = kpad_of(k);
+    void *owned = NULL;
+    if (!scratch)
+        owned = scratch = malloc(gemm_bf16_scratch_bytes(pool_threads(pool), k));
+    if (!scratch) { /* no memory: the portable kernel rounds x as it goes */
+        struct gemm_bf16_args a = { .y = y,
+                                    .ldy = m,
+                                    .x = x,
+                                    .kpad = kpad,
+                                    .w = (const uint8_t *)w,
+                                    .w_stride = w_stride,
+                                    .bias = bias,
+                                    .n = n,
+                                    .k = k };
+        generic_cols(&a, 0, m);
+        return;
+    }
+    int threads = pool_threads(pool);
+    /* scratch: hi rows, lo rows, one panel per thread (all 64-byte aligned), row flags */
+    uint16_t *xb = (uint16_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    uint16_t *xl = xb + (size_t)GEMM_BF16_CHUNK_ROWS * (size_t)kpad;
+    uint8_t *panels = (uint8_t *)(xl + (size_t)GEMM_BF16_CHUNK_ROWS * (size_t)kpad);
+    uint8_t *lo_rows = panels + (size_t)threads * panel_bytes(kpad);
+    int packed = avx512 && n >= GEMM_BF16_PACK_MIN_ROWS;
+    struct job j = {
+        .cols = avx512 ? gemm_bf16_avx512_cols : generic_cols,
+        .m = m,
+        .panels = packed ? panels : NULL,
+        .panel_bytes = panel_bytes(kpad),
+        .threads = threads,
+    };
+    /* the dot-product form keeps a chunk in L2; the packed form repacks W once per chunk */
+    int64_t chunk = packed ? GEMM_BF16_CHUNK_ROWS : chunk_rows(kpad);
+    for (int64_t n0 = 0; n0 < n; n0 += chunk) {
+        int64_t rows = n - n0 < chunk ? n - n0 : chunk;
+        struct round_job rj = { .xb = xb,
+                                .xl = xl,
+                                .lo_rows = lo_rows,
+                                .x = x + n0 * k,
+                                .k = k,
+                                .kpad = kpad,
+                                .avx512 = avx512 };
+        pool_for(pool, rows, 16, run_round, &rj);
+        j.args = (struct gemm_bf16_args){ .y = y + n0 * m,
+                                          .ldy = m,
+                                          .xb = xb,
+                                          .xl = xl,
+                                          .lo_rows = lo_rows,
+                                          .kpad = kpad,
+                                          .w = (const uint8_t *)w,
+                                          .w_stride = w_stride,
+                                          .bias = bias,
+                                          .n = rows,
+                                          .k = k };
+        pool_for(pool, threads, 1, run_cols, &j);
+    }
+    free(owned);
+}

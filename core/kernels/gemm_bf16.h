@@ -1,0 +1,94 @@
+/*
+ * gemm_bf16 — bf16 weights × many activation rows with bf16 dot products (AVX-512 BF16).
+ *
+ * Shape letters: W [M][K] bf16 (row m at w + m * w_stride bytes), x [N][K] f32, y [N][M] f32.
+ *
+ *   y[n][m] = sum_k x[n][k] * W[m][k]  (+ bias[m])
+ *
+ * Numerics. vdpbf16ps multiplies bf16 by bf16 (the product is exact in f32) and adds into an
+ * f32 accumulator, so x has to be bf16. Each x is split as hi = bf16(x) (round to nearest
+ * even, as PyTorch's .to(torch.bfloat16)) plus lo = bf16(x - hi), and both terms are
+ * multiplied into the same f32 accumulator: x is used to about 2^-17 relative (f32 sgemm:
+ * 2^-24), and the sums are f32 throughout. A row whose x values are bf16 values already has
+ * lo = 0 and costs one pass instead of two; the reference LM (GLM-4-Voice in bf16 PyTorch)
+ * feeds every linear layer bf16 activations, so in a model that rounds its activations as
+ * the reference does (parley's LM does after its norms) the one-pass product IS the
+ * reference's rounding, with f32 sums. Rows of other f32 activations get the two-term split
+ * (half the rate) instead of a silent rounding to bf16, which measured 3e-3 relative logit
+ * error on the LM golden test (tolerance 2e-3) where the split measures 1e-3.
+ *
+ * Two forms, chosen by N:
+ *  - dot-product (N < GEMM_BF16_PACK_MIN_ROWS: wide decode): a 16-lane f32 accumulator per
+ *    (row, output) sums 32 K at a time; W is read in place (nothing packed), so a call with 16
+ *    rows reads W once at memory speed. Tile: GEMM_BF16_TILE_ROWS × GEMM_BF16_TILE_COLS.
+ *  - packed (prefill): a panel of GEMM_BF16_PANEL_COLS outputs of W is gathered once per chunk
+ *    of rows into K/2 × 32 bf16 pairs (vdpbf16ps's layout), x pairs are broadcast, and a tile is
+ *    GEMM_BF16_PANEL_ROWS rows × 32 outputs, one accumulator per output.
+ * x is converted (hi, lo) once per call, a chunk of rows at a time, into the scratch memory.
+ *
+ * Determinism: every y[n][m] is computed by the same sequence of operations whatever the
+ * thread count, the split, the tile it falls in and the other rows of the batch, given the
+ * form (N below or from GEMM_BF16_PACK_MIN_ROWS): a row's result depends on N only through
+ * that choice. Adding lo = 0 terms leaves a sum unchanged, so a row of bf16 values gives the
+ * same bits in a one- or two-pass tile. The portable kernel (other CPUs, tests) uses the same
+ * split but adds in another order: results agree within rounding, not bit for bit.
+ */
+#ifndef PARLEY_GEMM_BF16_H
+#define PARLEY_GEMM_BF16_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime/pool.h"
+
+/* Most activation rows converted to bf16 per pass (the scratch holds one chunk; fewer rows for
+ * large K, so that a chunk stays in L2). */
+#define GEMM_BF16_CHUNK_ROWS 192
+/* Register tile of the AVX-512 kernel: activation rows × weight rows. */
+#define GEMM_BF16_TILE_ROWS 4
+#define GEMM_BF16_TILE_COLS 6
+
+/* Packed form (n >= GEMM_BF16_PACK_MIN_ROWS): outputs per W panel, activation rows per tile. */
+#define GEMM_BF16_PACK_MIN_ROWS 64
+#define GEMM_BF16_PANEL_COLS    32
+#define GEMM_BF16_PANEL_ROWS    8
+
+/* Bytes of scratch gemm_bf16_forward needs for K inputs with this many threads. */
+size_t gemm_bf16_scratch_bytes(int threads, int64_t k);
+
+/*
+ * y[n][M] = bf16(x[n][K]) · Wᵀ (+ bias[M] when not NULL). w_stride: bytes between rows of W
+ * (at least 2 K). scratch: at least gemm_bf16_scratch_bytes(k) bytes (any alignment), or NULL
+ * to allocate it for this call (if that fails, the portable kernel runs without it: slow). Threads
+ * split the M outputs. y must not overlap x.
+ */
+void gemm_bf16_forward(struct pool *pool, float *y, const float *x, const uint16_t *w,
+                       size_t w_stride, const float *bias, int64_t n, int64_t m, int64_t k,
+                       void *scratch);
+
+/* ---- internal: the interface between gemm_bf16.c and its AVX-512 kernel file ------------- */
+
+struct gemm_bf16_args {
+    float *y; /* [n][ldy] */
+    int64_t ldy;
+    const float *x;         /* [n][k]: read by the portable kernel when xb is NULL */
+    const uint16_t *xb;     /* [n][kpad] hi = bf16(x), zeros beyond k; NULL: split x on the fly */
+    const uint16_t *xl;     /* [n][kpad] lo = bf16(x - hi) */
+    const uint8_t *lo_rows; /* [n]: 1 when the row's lo is not all zero */
+    int64_t kpad;           /* k rounded up to 32 */
+    const uint8_t *w;       /* row m at w + m * w_stride */
+    size_t w_stride;
+    const float *bias; /* [M] or NULL */
+    int64_t n, k;
+};
+
+/* Computes outputs [m0, m1) of all n rows (dot-product form). */
+void gemm_bf16_avx512_cols(const struct gemm_bf16_args *a, int64_t m0, int64_t m1);
+/* The same in the packed form; panel: [kpad / 2][GEMM_BF16_PANEL_COLS] u32, 64-byte aligned. */
+void gemm_bf16_avx512_panels(const struct gemm_bf16_args *a, int64_t m0, int64_t m1,
+                             uint32_t *panel);
+/* hi[kpad] = bf16(src[k]), lo[kpad] = bf16(src - hi) (round to nearest even), zeros beyond k;
+ * returns 1 when some lo is not zero. */
+int gemm_bf16_avx512_round(uint16_t *hi, uint16_t *lo, const float *src, int64_t k, int64_t kpad);
+
+#endif

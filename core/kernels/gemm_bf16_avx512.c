@@ -1,0 +1,326 @@
+/*
+ * gemm_bf16_avx512 — the AVX-512 BF16 kernels of gemm_bf16 (vdpbf16ps).
+ *
+ * Shape letters as in gemm_bf16.h: W [M][K] bf16 in place, x [N][kpad] as two bf16 rows (xb =
+ * hi, xl = lo, by gemm_bf16_avx512_round), y [N][M] f32. A tile whose rows all have lo = 0
+ * runs the one-pass instance; otherwise each hi product is followed by the lo product into
+ * the same accumulator (two passes' work).
+ *
+ * Dot-product form. A tile is TR activation rows × TC weight rows: TR × TC accumulators of 16
+ * f32 lanes, each vdpbf16ps adding 32 products (one 64-byte vector of W and one of x) into one
+ * of them. Per step of 32 K: TC vectors of W and TR of x are loaded for TR × TC dot-products
+ * (4 × 6 measured best of 4 × 6, 8 × 3, 3 × 8, 2 × 12). The weight rows are walked in blocks
+ * of BLOCK_BYTES (24 rows at K = 4096, inside L2; 192-768 KiB measured within noise), and
+ * within a block the activation rows in groups of TR: all groups find the block in L2. While
+ * the second group runs, the next block is prefetched into L2 (the hardware prefetchers stop
+ * at 4 KiB pages; this took 16 rows × 4096² from 108 to 205 GFLOP/s); the very first block,
+ * and every block when there is a single group, stream their rows with a prefetch ahead. K tail:
+ * the last partial vector of W is read with a masked load (zeros beyond K), and x is zero there, so
+ * an odd K needs no other care. Lanes are added at the end with a fixed tree.
+ *
+ * Packed form. A panel of PW = 32 outputs is gathered into K/2 × 32 u32 pairs (the layout
+ * vdpbf16ps multiplies lane by lane), and a tile of PR = 8 rows × 32 outputs (16 accumulators)
+ * broadcasts one x pair per row per step: 2 vector loads and 8 broadcasts per 16 dot-products
+ * (12 rows measured the same). The gather costs about as much as a 16-row product, so the
+ * packed form pays from about 64 rows.
+ */
+#include <immintrin.h>
+
+#include "kernels/gemm_bf16.h"
+
+#define TR          GEMM_BF16_TILE_ROWS
+#define TC          GEMM_BF16_TILE_COLS
+#define BLOCK_BYTES (192 * 1024) /* W rows walked together: a block, kept in L2 */
+#define PF_BYTES    4096         /* prefetch distance of a W row streamed from memory */
+
+/* What a tile prefetches: nothing (its W is in L2 already), its own W rows ahead (the first
+ * block, or a group with nobody to fetch for it), or the same place of the next block's rows
+ * (the second group of activation rows, so that the next block is in L2 when it starts). */
+enum { PF_NONE, PF_STREAM, PF_NEXT };
+
+/* 32 floats (zeros where the masks are clear) to hi = bf16(x) and lo = bf16(x - hi); returns
+ * the bits of lo (nonzero when some x is not a bf16 value). */
+static __m512i split32(uint16_t *hi, uint16_t *lo, __m512 a, __m512 b)
+{
+    __m512i h = (__m512i)_mm512_cvtne2ps_pbh(b, a);
+    /* hi back to f32: each bf16 is the high half of its f32 */
+    __m512 ha = _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(h)), 16));
+    __m512 hb = _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(h, 1)), 16));
+    __m512i l = (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(b, hb), _mm512_sub_ps(a, ha));
+    _mm512_storeu_si512(hi, h);
+    _mm512_storeu_si512(lo, l);
+    return l;
+}
+
+int gemm_bf16_avx512_round(uint16_t *hi, uint16_t *lo, const float *src, int64_t k, int64_t kpad)
+{
+    __m512i any = _mm512_setzero_si512();
+    int64_t i = 0;
+    for (; i + 32 <= k; i += 32)
+        any = _mm512_or_si512(
+            any, split32(hi + i, lo + i, _mm512_loadu_ps(src + i), _mm512_loadu_ps(src + i + 16)));
+    for (; i < kpad; i += 32) {
+        int64_t left = k - i; /* < 32, may be <= 0 */
+        __mmask16 mlo = left >= 16 ? 0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+        __mmask16 mhi = left >= 32 ? 0xffff : left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : 0;
+        any = _mm512_or_si512(any, split32(hi + i, lo + i, _mm512_maskz_loadu_ps(mlo, src + i),
+                                           _mm512_maskz_loadu_ps(mhi, src + i + 16)));
+    }
+    /* -0 is a lo of 0 as well: an x that is a bf16 value gives +-0 */
+    return _mm512_test_epi16_mask(any, _mm512_set1_epi16(0x7fff)) != 0;
+}
+
+/* acc[i][j] += x[i] · w[j] over 32 K at kk: hi, then lo when two (the same accumulator). */
+static inline __attribute__((always_inline)) void step(__m512 acc[TR][TC],
+                                                       const uint16_t *const xr[TR],
+                                                       const uint16_t *const xl[TR],
+                                                       const __m512bh wv[TC], int64_t kk, int two)
+{
+#pragma GCC unroll 8
+    for (int i = 0; i < TR; i++) {
+        __m512bh xv = (__m512bh)_mm512_load_si512(xr[i] + kk);
+#pragma GCC unroll 8
+        for (int j = 0; j < TC; j++)
+            acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
+        if (two) {
+            xv = (__m512bh)_mm512_load_si512(xl[i] + kk);
+#pragma GCC unroll 8
+            for (int j = 0; j < TC; j++)
+                acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
+        }
+    }
+}
+
+/*
+ * Rows [r0, r0 + rows) × outputs [m0, m0 + cols), rows <= TR, cols <= TC. A short tile repeats
+ * its first row / output in the missing places (computed, not stored), so that one fully
+ * unrolled kernel serves every tile.
+ */
+static inline __attribute__((always_inline)) void tile(const struct gemm_bf16_args *a, int64_t r0,
+                                                       int rows, int64_t m0, int cols, int pf,
+                                                       int64_t next, int two)
+{
+    const uint16_t *xr[TR], *xl[TR];
+    const uint16_t *wr[TC];
+#pragma GCC unroll 8
+    for (int i = 0; i < TR; i++) {
+        xr[i] = a->xb + (r0 + (i < rows ? i : 0)) * a->kpad;
+        xl[i] = a->xl + (r0 + (i < rows ? i : 0)) * a->kpad;
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < TC; j++)
+        wr[j] = (const uint16_t *)(a->w + (size_t)(m0 + (j < cols ? j : 0)) * a->w_stride);
+    __m512 acc[TR][TC];
+#pragma GCC unroll 8
+    for (int i = 0; i < TR; i++)
+#pragma GCC unroll 8
+        for (int j = 0; j < TC; j++)
+            acc[i][j] = _mm512_setzero_ps();
+    int64_t kfull = a->k / 32 * 32;
+    for (int64_t kk = 0; kk < kfull; kk += 32) {
+        __m512bh wv[TC];
+#pragma GCC unroll 8
+        for (int j = 0; j < TC; j++) {
+            if (pf == PF_STREAM)
+                _mm_prefetch((const char *)(wr[j] + kk) + PF_BYTES, _MM_HINT_T0);
+            else if (pf == PF_NEXT)
+                _mm_prefetch((const char *)(wr[j] + kk) + next, _MM_HINT_T1);
+            wv[j] = (__m512bh)_mm512_loadu_si512(wr[j] + kk);
+        }
+        step(acc, xr, xl, wv, kk, two);
+    }
+    if (kfull < a->k) { /* the K tail: zeros past K */
+        __mmask32 mask = (__mmask32)((1ull << (a->k - kfull)) - 1);
+        __m512bh wv[TC];
+#pragma GCC unroll 8
+        for (int j = 0; j < TC; j++)
+            wv[j] = (__m512bh)_mm512_maskz_loadu_epi16(mask, wr[j] + kfull);
+        step(acc, xr, xl, wv, kfull, two);
+    }
+    for (int i = 0; i < rows; i++) {
+        float *y = a->y + (r0 + i) * a->ldy + m0;
+        for (int j = 0; j < cols; j++)
+            y[j] = _mm512_reduce_add_ps(acc[i][j]) + (a->bias ? a->bias[m0 + j] : 0.0f);
+    }
+}
+
+/* The instances: what to prefetch × one or two bf16 terms of x. */
+static void tile_stream(const struct gemm_bf16_args *a, int64_t r0, int rows, int64_t m0, int cols,
+                        int two)
+{
+    if (two)
+        tile(a, r0, rows, m0, cols, PF_STREAM, 0, 1);
+    else
+        tile(a, r0, rows, m0, cols, PF_STREAM, 0, 0);
+}
+
+static void tile_next(const struct gemm_bf16_args *a, int64_t r0, int rows, int64_t m0, int cols,
+                      int64_t next, int two)
+{
+    if (two)
+        tile(a, r0, rows, m0, cols, PF_NEXT, next, 1);
+    else
+        tile(a, r0, rows, m0, cols, PF_NEXT, next, 0);
+}
+
+static void tile_cached(const struct gemm_bf16_args *a, int64_t r0, int rows, int64_t m0, int cols,
+                        int two)
+{
+    if (two)
+        tile(a, r0, rows, m0, cols, PF_NONE, 0, 1);
+    else
+        tile(a, r0, rows, m0, cols, PF_NONE, 0, 0);
+}
+
+/* 1 when a row of [r0, r0 + rows) has a nonzero lo part. */
+static int any_lo(const struct gemm_bf16_args *a, int64_t r0, int rows)
+{
+    int any = 0;
+    for (int i = 0; i < rows; i++)
+        any |= a->lo_rows[r0 + i];
+    return any;
+}
+
+void gemm_bf16_avx512_cols(const struct gemm_bf16_args *a, int64_t m0, int64_t m1)
+{
+    int64_t block = BLOCK_BYTES / (a->k * 2) / TC * TC;
+    if (block < TC)
+        block = TC;
+    for (int64_t mb = m0; mb < m1; mb += block) {
+        int64_t me = m1 - mb < block ? m1 : mb + block;
+        /* the next block's rows, whole tiles of them (none past m1) */
+        int64_t next = (int64_t)a->w_stride * block;
+        int64_t next_rows = m1 - me < block ? m1 - me : block;
+        for (int64_t r0 = 0; r0 < a->n; r0 += TR) {
+            int rows = a->n - r0 < TR ? (int)(a->n - r0) : TR;
+            int two = any_lo(a, r0, rows);
+            for (int64_t c0 = mb; c0 < me; c0 += TC) {
+                int cols = me - c0 < TC ? (int)(me - c0) : TC;
+                if (r0 == 0 && mb == m0)
+                    tile_stream(a, r0, rows, c0, cols, two);
+                else if (r0 == TR && c0 - mb + TC <= next_rows)
+                    tile_next(a, r0, rows, c0, cols, next, two);
+                else if (r0 == 0 && a->n <= TR)
+                    tile_stream(a, r0, rows, c0, cols, two);
+                else
+                    tile_cached(a, r0, rows, c0, cols, two);
+            }
+        }
+    }
+}
+
+/* ---- packed form: W panels of PW outputs as bf16 pairs, x pairs broadcast --------------- */
+
+#define PW GEMM_BF16_PANEL_COLS /* outputs per panel: two vectors of 16 */
+#define PR GEMM_BF16_PANEL_ROWS /* activation rows per register tile */
+
+/*
+ * panel[kp][PW] (u32: W[m][2 kp] in the low half, W[m][2 kp + 1] in the high half) for outputs
+ * [m0, m0 + cols), zeros for the missing outputs and past K. Gathers 16 rows' pairs at a time;
+ * an odd K's last pair is read as a single element (the next one may be past the tensor).
+ */
+static void pack_panel(uint32_t *panel, const struct gemm_bf16_args *a, int64_t m0, int cols)
+{
+    const uint8_t *base = a->w + (size_t)m0 * a->w_stride;
+    int64_t pairs = a->k / 2;
+    for (int h = 0; h < PW / 16; h++) {
+        int c0 = h * 16;
+        int live = cols - c0 < 0 ? 0 : cols - c0 > 16 ? 16 : cols - c0;
+        __mmask16 mask = (__mmask16)((1u << live) - 1);
+        __m512i idx = _mm512_mullo_epi32(
+            _mm512_add_epi32(_mm512_set1_epi32(c0), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
+                                                                      10, 11, 12, 13, 14, 15)),
+            _mm512_set1_epi32((int)a->w_stride));
+        for (int64_t kp = 0; kp < pairs; kp++)
+            _mm512_store_si512(
+                panel + kp * PW + c0,
+                _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, idx, base + kp * 4, 1));
+        if (a->k % 2) {
+            uint32_t *dst = panel + pairs * PW + c0;
+            for (int c = 0; c < 16; c++)
+                dst[c] = c < live
+                             ? ((const uint16_t *)(base + (size_t)(c0 + c) * a->w_stride))[a->k - 1]
+                             : 0;
+        }
+    }
+}
+
+/* Rows [r0, r0 + rows) × the panel's outputs [m0, m0 + cols); rows <= PR (missing rows repeat
+ * the first one, not stored). One accumulator per output: the K pairs are added in order. */
+static inline __attribute__((always_inline)) void panel_tile(const struct gemm_bf16_args *a,
+                                                             const uint32_t *panel, int64_t r0,
+                                                             int rows, int64_t m0, int cols,
+                                                             int two)
+{
+    const uint16_t *xr[PR], *xl[PR];
+#pragma GCC unroll 16
+    for (int i = 0; i < PR; i++) {
+        xr[i] = a->xb + (r0 + (i < rows ? i : 0)) * a->kpad;
+        xl[i] = a->xl + (r0 + (i < rows ? i : 0)) * a->kpad;
+    }
+    __m512 acc[PR][2];
+#pragma GCC unroll 16
+    for (int i = 0; i < PR; i++)
+        acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    int64_t pairs = (a->k + 1) / 2;
+    for (int64_t kp = 0; kp < pairs; kp++) {
+        __m512bh w0 = (__m512bh)_mm512_load_si512(panel + kp * PW);
+        __m512bh w1 = (__m512bh)_mm512_load_si512(panel + kp * PW + 16);
+#pragma GCC unroll 16
+        for (int i = 0; i < PR; i++) {
+            uint32_t xp;
+            __builtin_memcpy(&xp, xr[i] + 2 * kp, sizeof xp);
+            __m512bh xv = (__m512bh)_mm512_set1_epi32((int)xp);
+            acc[i][0] = _mm512_dpbf16_ps(acc[i][0], xv, w0);
+            acc[i][1] = _mm512_dpbf16_ps(acc[i][1], xv, w1);
+            if (two) {
+                __builtin_memcpy(&xp, xl[i] + 2 * kp, sizeof xp);
+                xv = (__m512bh)_mm512_set1_epi32((int)xp);
+                acc[i][0] = _mm512_dpbf16_ps(acc[i][0], xv, w0);
+                acc[i][1] = _mm512_dpbf16_ps(acc[i][1], xv, w1);
+            }
+        }
+    }
+    __mmask16 m_lo = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
+    __mmask16 m_hi = cols >= 32 ? 0xffff : cols > 16 ? (__mmask16)((1u << (cols - 16)) - 1) : 0;
+    __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
+    if (a->bias) {
+        b0 = _mm512_maskz_loadu_ps(m_lo, a->bias + m0);
+        b1 = _mm512_maskz_loadu_ps(m_hi, a->bias + m0 + 16);
+    }
+    for (int i = 0; i < rows; i++) {
+        float *y = a->y + (r0 + i) * a->ldy + m0;
+        _mm512_mask_storeu_ps(y, m_lo, _mm512_add_ps(acc[i][0], b0));
+        _mm512_mask_storeu_ps(y + 16, m_hi, _mm512_add_ps(acc[i][1], b1));
+    }
+}
+
+static void panel_tile1(const struct gemm_bf16_args *a, const uint32_t *panel, int64_t r0, int rows,
+                        int64_t m0, int cols)
+{
+    panel_tile(a, panel, r0, rows, m0, cols, 0);
+}
+
+static void panel_tile2(const struct gemm_bf16_args *a, const uint32_t *panel, int64_t r0, int rows,
+                        int64_t m0, int cols)
+{
+    panel_tile(a, panel, r0, rows, m0, cols, 1);
+}
+
+void gemm_bf16_avx512_panels(const struct gemm_bf16_args *a, int64_t m0, int64_t m1,
+                             uint32_t *panel)
+{
+    for (int64_t p = m0; p < m1; p += PW) {
+        int cols = m1 - p < PW ? (int)(m1 - p) : PW;
+        pack_panel(panel, a, p, cols);
+        for (int64_t r0 = 0; r0 < a->n; r0 += PR) {
+            int rows = a->n - r0 < PR ? (int)(a->n - r0) : PR;
+            if (any_lo(a, r0, rows))
+                panel_tile2(a, panel, r0, rows, p, cols);
+            else
+                panel_tile1(a, panel, r0, rows, p, cols);
+        }
+    }
+}
