@@ -36,6 +36,7 @@
 #include "bench/bench_conv.h"
 #include "bench/bench_lm.h"
 #include "bench/bench_stok.h"
+#include "bench/bench_engine.h"
 #include "bench/bench_voice.h"
 #include "kernels/gemm_bf16.h"
 #include "kernels/gemv.h"
@@ -614,6 +615,11 @@ static void section_stok(struct bench *b)
     bench_stok_run(b->quick);
 }
 
+static void section_engine(struct bench *b)
+{
+    bench_engine_run(b->quick);
+}
+
 static void section_voice(struct bench *b)
 {
     bench_voice_set_json(b->json);
@@ -632,6 +638,7 @@ static const struct section sections[] = {
     { "gemv", section_gemv }, { "batch", section_batch }, { "matmul", section_matmul },
     { "attn", section_attn }, { "conv", section_conv },   { "lm", section_lm },
     { "stok", section_stok }, { "voice", section_voice }, { "bf16gemm", section_bf16gemm },
+    { "engine", section_engine },
 };
 #define N_SECTIONS (int)(sizeof sections / sizeof sections[0])
 
