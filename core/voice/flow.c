@@ -17,7 +17,6 @@
 #include "kernels/vec.h"
 
 #define FLOW_B 2 /* estimator batch: conditional, unconditional */
-#define FLOW_SMALL_GEMM (64.0 * 1024 * 1024) /* multiply-adds below which a GEMM runs on one thread */
 
 /* ---- loading ------------------------------------------------------------------------- */
 
@@ -386,7 +385,7 @@ int flow_state_init(struct flow_state *s, const struct flow_model *m, int64_t ma
     A(s->temb0, hp->est_in);
     A(s->temb, 4 * C);
     A(s->temb_m, 4 * C);
-    A(s->rtemb, 2 * C);
+    A(s->rtemb, FLOW_B * 2 * C);
     /* conv scratch: the largest of the estimator's and the length regulator's convs over
      * every length a call may have (tile shapes make the size non-monotonic in T) */
     size_t sc = 0;
@@ -404,9 +403,12 @@ int flow_state_init(struct flow_state *s, const struct flow_model *m, int64_t ma
             sc = flow_max_sz(sc, conv_1d_scratch_floats(&ps[i], t, nt));
         sc = flow_max_sz(sc, conv_transpose_1d_scratch_floats(&tp, (t + 1) / 2, nt));
     }
-    s->scratch_floats = sc;
-    A(s->scratch, sc ? sc : 1);
-    s->attn_scratch = malloc(attn_scratch_size(pool, hp->est_head_dim));
+    /* one conv scratch and one attention scratch per estimator half (struct flow_half) */
+    s->scratch_floats = sc ? sc : 1;
+    A(s->scratch, FLOW_B * s->scratch_floats);
+    s->attn_scratch_bytes = flow_max_sz(attn_scratch_size(pool, hp->est_head_dim),
+                                        attn_scratch_size(NULL, hp->est_head_dim));
+    s->attn_scratch = malloc(FLOW_B * s->attn_scratch_bytes);
     if (!s->attn_scratch)
         goto oom;
 #undef A
@@ -434,15 +436,28 @@ void flow_state_free(struct flow_state *s)
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
-/* y[n][m] = x[n][k] · W[m][k]ᵀ (+ b) */
+/* y[n][m] = x[n][k] · W[m][k]ᵀ (+ b) with W's rows in fixed panels split over the pool
+ * (matmul_forward: the same sums whatever the thread count). Flow never runs OpenBLAS's own
+ * threads: after a threaded call they spin for a while and take a core from the pool. */
+static void flow_linear_split(struct pool *pool, float *y, const float *x, const float *w,
+                              const float *b, int64_t n, int64_t m, int64_t k)
+{
+    struct tensor t;
+    int64_t ne[2] = { k, m };
+    tensor_init(&t, "flow.linear", DTYPE_F32, 2, ne, w);
+    matmul_forward(pool, y, x, &t, b, n, NULL);
+}
+
+/* The same; without a pool (the estimator's halves) one single-threaded sgemm, which runs
+ * faster than matmul_forward's panels on the 34-68-row products of a first block. */
 static void flow_linear(struct pool *pool, float *y, const float *x, const float *w, const float *b,
                         int64_t n, int64_t m, int64_t k)
 {
-    /* OpenBLAS's threads cost more than they save on small products (a first block's
-     * 68 frames): those run on one thread */
-    if ((double)n * (double)m * (double)k < FLOW_SMALL_GEMM)
-        pool = NULL;
-    matmul_f32(pool, y, m, x, k, w, k, n, m, k, 1, 1.0f, 0.0f);
+    if (pool_threads(pool) > 1) {
+        flow_linear_split(pool, y, x, w, b, n, m, k);
+        return;
+    }
+    matmul_f32(NULL, y, m, x, k, w, k, n, m, k, 1, 1.0f, 0.0f);
     if (b)
         vec_add_bias(y, y, b, n, m);
 }
@@ -478,7 +493,7 @@ static void flow_encoder(const struct flow_model *m, struct flow_state *s, struc
     /* embedding → Linear → LayerNorm → ×√D */
     for (int64_t i = 0; i < n; i++)
         memcpy(s->ey + i * E, m->emb + (int64_t)tok[i] * E, sizeof(float) * (size_t)E);
-    flow_linear(pool, s->ex, s->ey, m->in_w, m->in_b, n, D, E);
+    flow_linear_split(pool, s->ex, s->ey, m->in_w, m->in_b, n, D, E);
     norm_layer(pool, s->ex, s->ex, m->in_ln_w, m->in_ln_b, n, D, 1e-5f);
     vec_scale(s->ex, s->ex, sqrtf((float)D), n * D);
 
@@ -498,10 +513,10 @@ static void flow_encoder(const struct flow_model *m, struct flow_state *s, struc
     for (int li = 0; li < hp->n_layers; li++) {
         const struct flow_enc_layer *l = &m->layers[li];
         norm_layer(pool, s->ey, s->ex, l->ln_mha_w, l->ln_mha_b, n, D, 1e-5f);
-        flow_linear(pool, s->eq, s->ey, l->wq, l->bq, n, D, D);
-        flow_linear(pool, s->ek, s->ey, l->wk, l->bk, n, D, D);
-        flow_linear(pool, s->ev, s->ey, l->wv, l->bv, n, D, D);
-        flow_linear(pool, s->pm, s->pos, l->wpos, NULL, np, D, D);
+        flow_linear_split(pool, s->eq, s->ey, l->wq, l->bq, n, D, D);
+        flow_linear_split(pool, s->ek, s->ey, l->wk, l->bk, n, D, D);
+        flow_linear_split(pool, s->ev, s->ey, l->wv, l->bv, n, D, D);
+        flow_linear_split(pool, s->pm, s->pos, l->wpos, NULL, np, D, D);
         for (int64_t h = 0; h < H; h++) {
             for (int64_t i = 0; i < n; i++)
                 for (int64_t d = 0; d < dk; d++) {
@@ -510,8 +525,8 @@ static void flow_encoder(const struct flow_model *m, struct flow_state *s, struc
                     s->qv[i * dk + d] = q + l->pos_v[h * dk + d];
                 }
             /* AC = (q + u)·kᵀ [n][n]; BD_raw = (q + v)·pᵀ [n][2n-1] */
-            matmul_f32(n * n * dk < FLOW_SMALL_GEMM ? NULL : pool, s->sc, n, s->qu, dk, s->ek + h * dk, D, n, n, dk, 1, 1.0f, 0.0f);
-            matmul_f32(n * n * dk < FLOW_SMALL_GEMM ? NULL : pool, s->bd, np, s->qv, dk, s->pm + h * dk, D, n, np, dk, 1, 1.0f, 0.0f);
+            matmul_f32(NULL, s->sc, n, s->qu, dk, s->ek + h * dk, D, n, n, dk, 1, 1.0f, 0.0f);
+            matmul_f32(NULL, s->bd, np, s->qv, dk, s->pm + h * dk, D, n, np, dk, 1, 1.0f, 0.0f);
             /* relative shift: BD[i][j] = BD_raw[i][n-1-i+j]; scores = (AC + BD)/√dk */
             for (int64_t i = 0; i < n; i++) {
                 float *row = s->sc + i * n;
@@ -520,19 +535,19 @@ static void flow_encoder(const struct flow_model *m, struct flow_state *s, struc
                     row[j] = (row[j] + bd[j]) / inv_sqrt;
             }
             attn_softmax(pool, s->sc, s->sc, n, n, &mask);
-            matmul_f32(n * n * dk < FLOW_SMALL_GEMM ? NULL : pool, s->ectx + h * dk, D, s->sc, n, s->ev + h * dk, D, n, dk, n, 0, 1.0f,
+            matmul_f32(NULL, s->ectx + h * dk, D, s->sc, n, s->ev + h * dk, D, n, dk, n, 0, 1.0f,
                        0.0f);
         }
-        flow_linear(pool, s->ey, s->ectx, l->wo, l->bo, n, D, D);
+        flow_linear_split(pool, s->ey, s->ectx, l->wo, l->bo, n, D, D);
         vec_add(s->ex, s->ex, s->ey, n * D);
         norm_layer(pool, s->ey, s->ex, l->ln_ff_w, l->ln_ff_b, n, D, 1e-5f);
-        flow_linear(pool, s->eff, s->ey, l->w1, l->b1, n, hp->d_ff, D);
+        flow_linear_split(pool, s->eff, s->ey, l->w1, l->b1, n, hp->d_ff, D);
         act_silu(pool, s->eff, s->eff, n * hp->d_ff);
-        flow_linear(pool, s->ey, s->eff, l->w2, l->b2, n, D, hp->d_ff);
+        flow_linear_split(pool, s->ey, s->eff, l->w2, l->b2, n, D, hp->d_ff);
         vec_add(s->ex, s->ex, s->ey, n * D);
     }
     norm_layer(pool, s->ey, s->ex, m->after_w, m->after_b, n, D, 1e-5f);
-    flow_linear(pool, s->h80, s->ey, m->proj_w, m->proj_b, n, hp->n_mel, D);
+    flow_linear_split(pool, s->h80, s->ey, m->proj_w, m->proj_b, n, hp->n_mel, D);
 }
 
 /* ---- length regulator (spec §7.3.6): mu [M][T] ----------------------------------------- */
@@ -560,50 +575,77 @@ static int flow_regulate(const struct flow_model *m, struct flow_state *s, struc
 
 /* ---- estimator (spec §7.3.9) ------------------------------------------------------------ */
 
-/* out [B][o][T] = ResnetBlock1D(z [B][d][T]); uses s->c and s->rtemb. */
-static int flow_resnet_fwd(const struct flow_model *m, const struct flow_resnet *r,
-                           struct flow_state *s, struct pool *pool, float *out, const float *z,
-                           int64_t T, struct err *e)
+/*
+ * The two classifier-free-guidance passes of a step (conditional, unconditional) are one
+ * batched pass whose halves are independent until the Euler update. A group of nb halves
+ * runs the U-Net with every transformer-block GEMM covering the group's nb·T rows (the
+ * weights are packed once for both halves) and the convolutions per half.
+ * One thread, or four and more: one group of both halves, each op split over the pool.
+ * Two (or three) threads: a group of one half per thread, single-threaded kernels inside, so
+ * a step costs one join instead of hundreds of tiny parallel loops over 68-frame matrices.
+ * No OpenBLAS threads ever run (flow_linear).
+ */
+struct flow_half {
+    const struct flow_model *m;
+    const struct flow_state *s; /* x, mu, cond: read only */
+    struct pool *pool;          /* for the ops inside the group (NULL: groups in parallel) */
+    int b0, nb;                 /* halves [b0, b0 + nb): 0 conditional, 1 unconditional */
+    int64_t T;
+    float *a, *bb, *c, *s0, *s1;                 /* [nb][max(E_in, 2C)][T] / [nb][C][T] */
+    float *z, *zy, *zq, *zk, *zv, *zctx, *zff;   /* rows [nb·T][...] */
+    float *rtemb;                                /* [C] a resnet's time term */
+    float *scratch;                              /* conv scratch */
+    void *attn_scratch;
+    float *v;                                    /* [nb][M][T] the group's output */
+    int rc;
+    struct err e;
+};
+
+/* out [nb][o][T] = ResnetBlock1D(z [nb][d][T]); uses h->c and h->rtemb. */
+static int flow_resnet_fwd(struct flow_half *h, const struct flow_resnet *r, float *out,
+                           const float *z, int64_t T)
 {
+    const struct flow_state *s = h->s;
     int d = r->d, o = r->o;
-    int64_t te = 4 * (int64_t)m->hp.ch;
+    int64_t te = 4 * (int64_t)h->m->hp.ch;
     struct conv_params p3 = conv_params_make(d, o, 3, 1, 1, 1, 1);
     struct conv_params p3o = conv_params_make(o, o, 3, 1, 1, 1, 1);
     struct conv_params p1 = conv_params_make(d, o, 1, 1, 1, 0, 1);
-    /* the time term Linear(Mish(temb)) [o], the same for both batch elements */
-    flow_linear(NULL, s->rtemb, s->temb_m, r->mlp_w, r->mlp_b, 1, o, te);
-    for (int b = 0; b < FLOW_B; b++) {
-        const float *zb = z + (int64_t)b * d * T;
-        float *ob = out + (int64_t)b * o * T, *cb = s->c + (int64_t)b * o * T;
+    struct pool *pool = h->pool;
+    /* the time term Linear(Mish(temb)) [o], the same for every half */
+    flow_linear(NULL, h->rtemb, s->temb_m, r->mlp_w, r->mlp_b, 1, o, te);
+    for (int j = 0; j < h->nb; j++) {
+        const float *zb = z + (int64_t)j * d * T;
+        float *ob = out + (int64_t)j * o * T, *cb = h->c + (int64_t)j * o * T;
         /* h = Mish(GN8(Conv3(z))) + time term */
-        if (conv_1d(pool, cb, zb, r->c1_w, r->c1_b, &p3, T, s->scratch, e))
+        if (conv_1d(pool, cb, zb, r->c1_w, r->c1_b, &p3, T, h->scratch, &h->e))
             return -1;
         norm_group(pool, cb, cb, r->g1_w, r->g1_b, o, T, 8, 1e-5f);
         act_mish(pool, cb, cb, (int64_t)o * T);
-        vec_add_bias_ch(cb, cb, s->rtemb, o, T);
+        vec_add_bias_ch(cb, cb, h->rtemb, o, T);
         /* h = Mish(GN8(Conv3(h))) */
-        if (conv_1d(pool, ob, cb, r->c2_w, r->c2_b, &p3o, T, s->scratch, e))
+        if (conv_1d(pool, ob, cb, r->c2_w, r->c2_b, &p3o, T, h->scratch, &h->e))
             return -1;
         norm_group(pool, ob, ob, r->g2_w, r->g2_b, o, T, 8, 1e-5f);
         act_mish(pool, ob, ob, (int64_t)o * T);
         /* + res_conv(z) */
-        if (conv_1d(pool, cb, zb, r->res_w, r->res_b, &p1, T, s->scratch, e))
+        if (conv_1d(pool, cb, zb, r->res_w, r->res_b, &p1, T, h->scratch, &h->e))
             return -1;
         vec_add(ob, ob, cb, (int64_t)o * T);
     }
     return 0;
 }
 
-/* x [B][C][T] ← the level's transformer blocks (time-major inside, spec §7.3.9 step 4). */
-static void flow_tblocks(const struct flow_model *m, const struct flow_tb *tbs,
-                         struct flow_state *s, struct pool *pool, float *x, int64_t T)
+/* x [nb][C][T] ← the level's transformer blocks (time-major inside, spec §7.3.9 step 4). */
+static void flow_tblocks(struct flow_half *h, const struct flow_tb *tbs, float *x, int64_t T)
 {
-    const struct flow_hparams *hp = &m->hp;
-    int64_t C = hp->ch, I = (int64_t)hp->est_heads * hp->est_head_dim, R = FLOW_B * T;
+    const struct flow_hparams *hp = &h->m->hp;
+    int64_t C = hp->ch, I = (int64_t)hp->est_heads * hp->est_head_dim, R = h->nb * T;
+    struct pool *pool = h->pool;
     if (hp->n_tb == 0)
         return;
-    for (int b = 0; b < FLOW_B; b++)
-        flow_transpose(s->z + b * T * C, x + b * C * T, C, T);
+    for (int j = 0; j < h->nb; j++)
+        flow_transpose(h->z + j * T * C, x + j * C * T, C, T);
     struct attn_desc ad;
     memset(&ad, 0, sizeof ad);
     ad.n_head = hp->est_heads;
@@ -614,55 +656,145 @@ static void flow_tblocks(const struct flow_model *m, const struct flow_tb *tbs,
     ad.bias = 1.0f; /* quirk Q3: the all-ones 0/1 mask is added to every score */
     for (int j = 0; j < hp->n_tb; j++) {
         const struct flow_tb *t = &tbs[j];
-        norm_layer(pool, s->zy, s->z, t->n1_w, t->n1_b, R, C, 1e-5f);
-        flow_linear(pool, s->zq, s->zy, t->wq, NULL, R, I, C);
-        flow_linear(pool, s->zk, s->zy, t->wk, NULL, R, I, C);
-        flow_linear(pool, s->zv, s->zy, t->wv, NULL, R, I, C);
-        for (int b = 0; b < FLOW_B; b++)
-            attn_forward(pool, s->zctx + b * T * I, s->zq + b * T * I, s->zk + b * T * I,
-                         s->zv + b * T * I, T, T, &ad, s->attn_scratch);
-        flow_linear(pool, s->zy, s->zctx, t->wo, t->bo, R, C, I);
-        vec_add(s->z, s->z, s->zy, R * C);
-        norm_layer(pool, s->zy, s->z, t->n3_w, t->n3_b, R, C, 1e-5f);
-        flow_linear(pool, s->zff, s->zy, t->ff1_w, t->ff1_b, R, 4 * C, C);
-        act_gelu(pool, s->zff, s->zff, R * 4 * C);
-        flow_linear(pool, s->zy, s->zff, t->ff2_w, t->ff2_b, R, C, 4 * C);
-        vec_add(s->z, s->z, s->zy, R * C);
+        norm_layer(pool, h->zy, h->z, t->n1_w, t->n1_b, R, C, 1e-5f);
+        flow_linear(pool, h->zq, h->zy, t->wq, NULL, R, I, C);
+        flow_linear(pool, h->zk, h->zy, t->wk, NULL, R, I, C);
+        flow_linear(pool, h->zv, h->zy, t->wv, NULL, R, I, C);
+        for (int hb = 0; hb < h->nb; hb++)
+            attn_forward(pool, h->zctx + hb * T * I, h->zq + hb * T * I, h->zk + hb * T * I,
+                         h->zv + hb * T * I, T, T, &ad, h->attn_scratch);
+        flow_linear(pool, h->zy, h->zctx, t->wo, t->bo, R, C, I);
+        vec_add(h->z, h->z, h->zy, R * C);
+        norm_layer(pool, h->zy, h->z, t->n3_w, t->n3_b, R, C, 1e-5f);
+        flow_linear(pool, h->zff, h->zy, t->ff1_w, t->ff1_b, R, 4 * C, C);
+        act_gelu(pool, h->zff, h->zff, R * 4 * C);
+        flow_linear(pool, h->zy, h->zff, t->ff2_w, t->ff2_b, R, C, 4 * C);
+        vec_add(h->z, h->z, h->zy, R * C);
     }
-    for (int b = 0; b < FLOW_B; b++)
-        flow_transpose(x + b * C * T, s->z + b * T * C, T, C);
+    for (int j = 0; j < h->nb; j++)
+        flow_transpose(x + j * C * T, h->z + j * T * C, T, C);
 }
 
-/* One level: out = tblocks(resnet(in)); in is [B][d][T], out [B][C][T]. */
-static int flow_level_fwd(const struct flow_model *m, const struct flow_level *l,
-                          struct flow_state *s, struct pool *pool, float *out, const float *in,
-                          int64_t T, struct err *e)
+/* One level: out = tblocks(resnet(in)); in is [nb][d][T], out [nb][C][T]. */
+static int flow_level_fwd(struct flow_half *h, const struct flow_level *l, float *out,
+                          const float *in, int64_t T)
 {
-    if (flow_resnet_fwd(m, &l->res, s, pool, out, in, T, e))
+    if (flow_resnet_fwd(h, &l->res, out, in, T))
         return -1;
-    flow_tblocks(m, l->tb, s, pool, out, T);
+    flow_tblocks(h, l->tb, out, T);
     return 0;
 }
 
-/* out [B][dst_c][T] rows [c0, c0 + C) = x [B][C][T_src] cropped to T (channel concat). */
+/* out [nb][dst_c][T] rows [c0, c0 + C) = x [nb][C][T_src] cropped to T (channel concat). */
 static void flow_put(float *out, int64_t dst_c, int64_t c0, const float *x, int64_t C,
-                     int64_t t_src, int64_t T)
+                     int64_t t_src, int64_t T, int nb)
 {
-    for (int b = 0; b < FLOW_B; b++)
+    for (int j = 0; j < nb; j++)
         for (int64_t c = 0; c < C; c++)
-            memcpy(out + (b * dst_c + c0 + c) * T, x + (b * C + c) * t_src,
+            memcpy(out + (j * dst_c + c0 + c) * T, x + (j * C + c) * t_src,
                    sizeof(float) * (size_t)T);
 }
 
-/*
- * s->v [B][M][T] = Est(x, mu, t, spk, cond) for batch 0 and Est(x, 0, t, 0, 0) for batch 1,
- * in one pass (every GEMM of the transformer blocks covers both).
- */
+/* Every half of the group: out + j·o_sz = conv(x + j·x_sz). */
+static int flow_conv_all(struct flow_half *h, float *out, int64_t o_sz, const float *x,
+                         int64_t x_sz, const float *w, const float *b,
+                         const struct conv_params *p, int64_t T)
+{
+    for (int j = 0; j < h->nb; j++)
+        if (conv_1d(h->pool, out + j * o_sz, x + j * x_sz, w, b, p, T, h->scratch, &h->e))
+            return -1;
+    return 0;
+}
+
+/* h->v [nb][M][T] = Est(x, mu, t, spk, cond) for half 0, Est(x, 0, t, 0, 0) for half 1. */
+static int flow_half_run(struct flow_half *h)
+{
+    const struct flow_model *m = h->m;
+    const struct flow_state *s = h->s;
+    const struct flow_hparams *hp = &m->hp;
+    struct pool *pool = h->pool;
+    int64_t T = h->T, M = hp->n_mel, C = hp->ch, Ein = hp->est_in, Th = (T + 1) / 2;
+
+    /* input [x; mu; spk; cond] for the conditional pass, [x; 0; 0; 0] for the other */
+    float *X = h->a;
+    for (int j = 0; j < h->nb; j++) {
+        float *xb = X + j * Ein * T;
+        memcpy(xb, s->x, sizeof(float) * (size_t)(M * T));
+        if (h->b0 + j == 0) {
+            memcpy(xb + M * T, s->mu, sizeof(float) * (size_t)(M * T));
+            for (int64_t c = 0; c < M; c++)
+                for (int64_t i = 0; i < T; i++)
+                    xb[(2 * M + c) * T + i] = m->spk_b[c];
+            memcpy(xb + 3 * M * T, s->cond, sizeof(float) * (size_t)(M * T));
+        } else {
+            memset(xb + M * T, 0, sizeof(float) * (size_t)(3 * M * T));
+        }
+    }
+
+    /* down 0: resnet + blocks at T, skip s0, Conv k3 s2 p1 → Th */
+    struct conv_params pd = conv_params_make((int)C, (int)C, 3, 2, 1, 1, 1);
+    struct conv_params p3 = conv_params_make((int)C, (int)C, 3, 1, 1, 1, 1);
+    if (flow_level_fwd(h, &m->down[0], h->s0, X, T) ||
+        flow_conv_all(h, h->bb, C * Th, h->s0, C * T, m->down[0].conv_w, m->down[0].conv_b, &pd,
+                      T))
+        return -1;
+    /* down 1: at Th, skip s1, Conv k3 p1 */
+    if (flow_level_fwd(h, &m->down[1], h->s1, h->bb, Th) ||
+        flow_conv_all(h, h->a, C * Th, h->s1, C * Th, m->down[1].conv_w, m->down[1].conv_b, &p3,
+                      Th))
+        return -1;
+    /* mid blocks at Th, ping-ponging a ↔ b */
+    float *cur = h->a, *nxt = h->bb;
+    for (int i = 0; i < hp->n_mid; i++) {
+        if (flow_level_fwd(h, &m->mid[i], nxt, cur, Th))
+            return -1;
+        float *tmp = cur;
+        cur = nxt;
+        nxt = tmp;
+    }
+    /* up 0: [x; s1] → resnet + blocks → ConvTranspose k4 s2 p1 → 2·Th */
+    flow_put(nxt, 2 * C, 0, cur, C, Th, Th, h->nb);
+    flow_put(nxt, 2 * C, C, h->s1, C, Th, Th, h->nb);
+    if (flow_level_fwd(h, &m->up[0], cur, nxt, Th))
+        return -1;
+    struct conv_transpose_params tp = { (int)C, (int)C, 4, 2, 1, 1, 0 };
+    for (int j = 0; j < h->nb; j++)
+        if (conv_transpose_1d(pool, nxt + j * C * 2 * Th, cur + j * C * Th, m->up[0].conv_w,
+                              m->up[0].conv_b, &tp, Th, h->scratch, &h->e))
+            return -1;
+    /* up 1: [x[:, :T]; s0] → resnet + blocks → Conv k3 p1 */
+    flow_put(cur, 2 * C, 0, nxt, C, 2 * Th, T, h->nb);
+    flow_put(cur, 2 * C, C, h->s0, C, T, T, h->nb);
+    if (flow_level_fwd(h, &m->up[1], nxt, cur, T) ||
+        flow_conv_all(h, cur, C * T, nxt, C * T, m->up[1].conv_w, m->up[1].conv_b, &p3, T))
+        return -1;
+    /* final block: Mish(GN8(Conv k3)) → final_proj k1 */
+    struct conv_params p1 = conv_params_make((int)C, (int)M, 1, 1, 1, 0, 1);
+    if (flow_conv_all(h, nxt, C * T, cur, C * T, m->fin_w, m->fin_b, &p3, T))
+        return -1;
+    for (int j = 0; j < h->nb; j++) {
+        norm_group(pool, nxt + j * C * T, nxt + j * C * T, m->fin_gw, m->fin_gb, (int)C, T, 8,
+                   1e-5f);
+        act_mish(pool, nxt + j * C * T, nxt + j * C * T, C * T);
+    }
+    return flow_conv_all(h, h->v, M * T, nxt, C * T, m->fp_w, m->fp_b, &p1, T);
+}
+
+static void flow_half_task(void *arg, int64_t begin, int64_t end)
+{
+    struct flow_half *groups = arg;
+    for (int64_t g = begin; g < end; g++)
+        groups[g].rc = flow_half_run(&groups[g]);
+}
+
+/* s->v [B][M][T]: both halves of the estimator at time t (see struct flow_half). */
 static int flow_estimator(const struct flow_model *m, struct flow_state *s, struct pool *pool,
                           float t, int64_t T, struct err *e)
 {
     const struct flow_hparams *hp = &m->hp;
-    int64_t M = hp->n_mel, C = hp->ch, Ein = hp->est_in, te = 4 * C, Th = (T + 1) / 2;
+    int64_t M = hp->n_mel, C = hp->ch, Ein = hp->est_in, te = 4 * C;
+    int64_t I = (int64_t)hp->est_heads * hp->est_head_dim, Tm = s->max_frames + 2;
+    int64_t cmax = Ein > 2 * C ? Ein : 2 * C, zc = I > C ? I : C;
 
     /* time embedding: [sin, cos](1000·t·f_i) → Linear → SiLU → Linear; Mish for the resnets */
     int64_t half = Ein / 2;
@@ -678,77 +810,46 @@ static int flow_estimator(const struct flow_model *m, struct flow_state *s, stru
     flow_linear(NULL, s->temb, s->temb_m, m->t2_w, m->t2_b, 1, te, te);
     act_mish(NULL, s->temb_m, s->temb, te);
 
-    /* input [x; mu; spk; cond] for the conditional pass, [x; 0; 0; 0] for the other */
-    float *X = s->a;
-    for (int b = 0; b < FLOW_B; b++) {
-        float *xb = X + b * Ein * T;
-        memcpy(xb, s->x, sizeof(float) * (size_t)(M * T));
-        if (b == 0) {
-            memcpy(xb + M * T, s->mu, sizeof(float) * (size_t)(M * T));
-            for (int64_t c = 0; c < M; c++)
-                for (int64_t i = 0; i < T; i++)
-                    xb[(2 * M + c) * T + i] = m->spk_b[c];
-            memcpy(xb + 3 * M * T, s->cond, sizeof(float) * (size_t)(M * T));
-        } else {
-            memset(xb + M * T, 0, sizeof(float) * (size_t)(3 * M * T));
+    /* two threads (or three: one idles): a group of one half per thread; otherwise one
+     * group of both halves (struct flow_half) */
+    int parallel = pool_threads(pool) > 1 && pool_threads(pool) <= FLOW_B + 1;
+    int n_groups = parallel ? FLOW_B : 1;
+    struct flow_half hs[FLOW_B];
+    for (int b = 0; b < n_groups; b++) {
+        struct flow_half *h = &hs[b];
+        memset(h, 0, sizeof *h);
+        h->m = m;
+        h->s = s;
+        h->pool = parallel ? NULL : pool;
+        h->b0 = b;
+        h->nb = FLOW_B / n_groups;
+        h->T = T;
+        h->a = s->a + b * cmax * Tm;
+        h->bb = s->b + b * cmax * Tm;
+        h->c = s->c + b * cmax * Tm;
+        h->s0 = s->s0 + b * C * Tm;
+        h->s1 = s->s1 + b * C * Tm;
+        h->z = s->z + b * Tm * C;
+        h->zy = s->zy + b * Tm * C;
+        h->zq = s->zq + b * Tm * I;
+        h->zk = s->zk + b * Tm * I;
+        h->zv = s->zv + b * Tm * I;
+        h->zctx = s->zctx + b * Tm * zc;
+        h->zff = s->zff + b * Tm * 4 * C;
+        h->rtemb = s->rtemb + b * 2 * C;
+        h->scratch = s->scratch + (size_t)b * s->scratch_floats;
+        h->attn_scratch = (char *)s->attn_scratch + (size_t)b * s->attn_scratch_bytes;
+        h->v = s->v + b * M * T;
+    }
+    if (parallel)
+        pool_for(pool, n_groups, 1, flow_half_task, hs);
+    else
+        flow_half_task(hs, 0, 1);
+    for (int b = 0; b < n_groups; b++)
+        if (hs[b].rc) {
+            *e = hs[b].e;
+            return -1;
         }
-    }
-
-    /* down 0: resnet + blocks at T, skip s0, Conv k3 s2 p1 → Th */
-    struct conv_params pd = conv_params_make((int)C, (int)C, 3, 2, 1, 1, 1);
-    struct conv_params p3 = conv_params_make((int)C, (int)C, 3, 1, 1, 1, 1);
-    if (flow_level_fwd(m, &m->down[0], s, pool, s->s0, X, T, e))
-        return -1;
-    for (int b = 0; b < FLOW_B; b++)
-        if (conv_1d(pool, s->b + b * C * Th, s->s0 + b * C * T, m->down[0].conv_w,
-                    m->down[0].conv_b, &pd, T, s->scratch, e))
-            return -1;
-    /* down 1: at Th, skip s1, Conv k3 p1 */
-    if (flow_level_fwd(m, &m->down[1], s, pool, s->s1, s->b, Th, e))
-        return -1;
-    for (int b = 0; b < FLOW_B; b++)
-        if (conv_1d(pool, s->a + b * C * Th, s->s1 + b * C * Th, m->down[1].conv_w,
-                    m->down[1].conv_b, &p3, Th, s->scratch, e))
-            return -1;
-    /* mid blocks at Th, ping-ponging a ↔ b */
-    float *cur = s->a, *nxt = s->b;
-    for (int i = 0; i < hp->n_mid; i++) {
-        if (flow_level_fwd(m, &m->mid[i], s, pool, nxt, cur, Th, e))
-            return -1;
-        float *tmp = cur;
-        cur = nxt;
-        nxt = tmp;
-    }
-    /* up 0: [x; s1] → resnet + blocks → ConvTranspose k4 s2 p1 → 2·Th */
-    flow_put(nxt, 2 * C, 0, cur, C, Th, Th);
-    flow_put(nxt, 2 * C, C, s->s1, C, Th, Th);
-    if (flow_level_fwd(m, &m->up[0], s, pool, cur, nxt, Th, e))
-        return -1;
-    struct conv_transpose_params tp = { (int)C, (int)C, 4, 2, 1, 1, 0 };
-    for (int b = 0; b < FLOW_B; b++)
-        if (conv_transpose_1d(pool, nxt + b * C * 2 * Th, cur + b * C * Th, m->up[0].conv_w,
-                              m->up[0].conv_b, &tp, Th, s->scratch, e))
-            return -1;
-    /* up 1: [x[:, :T]; s0] → resnet + blocks → Conv k3 p1 */
-    flow_put(cur, 2 * C, 0, nxt, C, 2 * Th, T);
-    flow_put(cur, 2 * C, C, s->s0, C, T, T);
-    if (flow_level_fwd(m, &m->up[1], s, pool, nxt, cur, T, e))
-        return -1;
-    for (int b = 0; b < FLOW_B; b++)
-        if (conv_1d(pool, cur + b * C * T, nxt + b * C * T, m->up[1].conv_w, m->up[1].conv_b,
-                    &p3, T, s->scratch, e))
-            return -1;
-    /* final block: Mish(GN8(Conv k3)) → final_proj k1 */
-    struct conv_params p1 = conv_params_make((int)C, (int)M, 1, 1, 1, 0, 1);
-    for (int b = 0; b < FLOW_B; b++) {
-        float *nb = nxt + b * C * T;
-        if (conv_1d(pool, nb, cur + b * C * T, m->fin_w, m->fin_b, &p3, T, s->scratch, e))
-            return -1;
-        norm_group(pool, nb, nb, m->fin_gw, m->fin_gb, (int)C, T, 8, 1e-5f);
-        act_mish(pool, nb, nb, C * T);
-        if (conv_1d(pool, s->v + b * M * T, nb, m->fp_w, m->fp_b, &p1, T, s->scratch, e))
-            return -1;
-    }
     return 0;
 }
 

@@ -108,11 +108,12 @@ struct flow_state {
     float *qu, *qv, *sc, *bd;         /* [n][dk], [n][dk], [n][n], [n][2n-1] */
     float *h80, *h80t;                /* [n][M], [M][n] */
     float *mu, *cond, *x, *v;         /* [M][T] */
-    float *a, *b, *c, *s0, *s1;       /* estimator [B][max(E_in, 2C)][T] */
+    float *a, *b, *c, *s0, *s1;       /* estimator, a region per half: [B][max(E_in, 2C)][T] */
     float *z, *zy, *zq, *zk, *zv, *zctx, *zff; /* transformer rows [B·T][...] */
-    float *temb0, *temb, *temb_m, *rtemb; /* time embedding */
-    float *scratch;                   /* conv scratch */
-    void *attn_scratch;
+    float *temb0, *temb, *temb_m, *rtemb; /* time embedding; rtemb [B][2C] */
+    float *scratch;                   /* conv scratch [B][scratch_floats] */
+    void *attn_scratch;               /* [B][attn_scratch_bytes] */
+    size_t attn_scratch_bytes;
     int32_t *ids;                     /* [n] prompt + new token ids */
     size_t scratch_floats;
     uint64_t rng[2];
@@ -129,7 +130,9 @@ int flow_load_from(struct flow_model *m, const struct flow_hparams *hp, flow_ten
                    void *ctx, struct err *e);
 void flow_free(struct flow_model *m);
 
-/* pool: the pool the calls will use (sizes per-thread scratch). */
+/* pool: the pool the calls will use (sizes per-thread scratch). Two threads run the two
+ * classifier-free-guidance halves of each estimator pass side by side; one thread (or four
+ * and more) runs them as one batch. The mels agree to a few 1e-6, not bit for bit. */
 int flow_state_init(struct flow_state *s, const struct flow_model *m, int64_t max_tokens,
                     struct pool *pool, struct err *e);
 void flow_state_free(struct flow_state *s);

@@ -7,6 +7,9 @@
  *   voice_hift_steady20_tN_rtf       HiFT on the 137 frames of such a block
  *   voice_*_gflops                   the same calls in GFLOP/s, as % of sgemm (limit)
  *   voice_steady20_pP_tN_gflops      flow + HiFT of a steady block (target >= 50 % of sgemm)
+ * Times are medians of the repetitions; the sgemm limit is a median measured just before
+ * each thread count's calls. The machine's load average is printed with each thread count:
+ * on a shared 2-core machine, 2-thread figures mean little while the other core is busy.
  */
 #include "kernels/blas.h"
 #include "bench/bench_voice.h"
@@ -17,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "runtime/pool.h"
 #include "voice/flow.h"
@@ -53,6 +57,21 @@ static void bv_emit(const char *name, double value, const char *unit, double lim
     fflush(bv_json);
 }
 
+static int bv_cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The median of t[0..n) (sorts t). */
+static double bv_median(double *t, int n)
+{
+    qsort(t, (size_t)n, sizeof *t, bv_cmp);
+    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+}
+
+#define BV_MAX_REPS 9
+
 static double bv_sgemm_rate(int threads)
 {
     const int n = 2048;
@@ -65,9 +84,14 @@ static double bv_sgemm_rate(int threads)
         }
         blas_threads(threads);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, w, n, 0, c, n);
-        double t0 = bv_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, w, n, 0, c, n);
-        g = 2.0 * n * n * (double)n / (bv_now() - t0) / 1e9;
+        double t[3];
+        for (int r = 0; r < 3; r++) {
+            double t0 = bv_now();
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, w, n, 0, c, n);
+            t[r] = bv_now() - t0;
+        }
+        g = 2.0 * n * n * (double)n / bv_median(t, 3) / 1e9;
+        blas_threads(1); /* OpenBLAS's threads would otherwise spin into the next call */
     }
     free(a);
     free(w);
@@ -163,7 +187,7 @@ static struct hift_hparams bv_hift_hp(void)
 /* ---- measurements ------------------------------------------------------------------------ */
 
 /* Seconds of one flow call with n_prompt + n_new tokens (the prompt mel the streaming state
- * would pass: mel_len(prompt) - 34 frames), best of reps. */
+ * would pass: mel_len(prompt) - 34 frames), median of reps. */
 static double bv_flow_call(const struct flow_model *m, struct flow_state *s, struct pool *pool,
                            int n_prompt, int n_new, int reps, float *mel, float *feat)
 {
@@ -171,8 +195,9 @@ static double bv_flow_call(const struct flow_model *m, struct flow_state *s, str
     for (int i = 0; i < n_prompt + n_new; i++)
         tok[i] = (int32_t)((i * 7919 + 11) % m->hp.vocab);
     int64_t p_feat = n_prompt ? flow_mel_len(&m->hp, n_prompt) - 34 : 0, n_out;
-    double best = 1e30;
+    double t[BV_MAX_REPS];
     struct err e;
+    reps = reps < BV_MAX_REPS ? reps : BV_MAX_REPS;
     for (int r = 0; r < reps; r++) {
         double t0 = bv_now();
         if (flow_inference(m, s, pool, mel, &n_out, tok + n_prompt, n_new, tok, n_prompt, feat,
@@ -180,27 +205,26 @@ static double bv_flow_call(const struct flow_model *m, struct flow_state *s, str
             fprintf(stderr, "bench_voice: %s\n", e.msg);
             return -1;
         }
-        double t = bv_now() - t0;
-        best = t < best ? t : best;
+        t[r] = bv_now() - t0;
     }
-    return best;
+    return bv_median(t, reps);
 }
 
 static double bv_hift_call(const struct hift_model *m, struct hift_state *s, struct pool *pool,
                            int64_t frames, int reps, const float *mel, float *wave)
 {
-    double best = 1e30;
+    double t[BV_MAX_REPS];
     struct err e;
+    reps = reps < BV_MAX_REPS ? reps : BV_MAX_REPS;
     for (int r = 0; r < reps; r++) {
         double t0 = bv_now();
         if (hift_forward(m, s, pool, wave, NULL, NULL, mel, frames, NULL, NULL, &e)) {
             fprintf(stderr, "bench_voice: %s\n", e.msg);
             return -1;
         }
-        double t = bv_now() - t0;
-        best = t < best ? t : best;
+        t[r] = bv_now() - t0;
     }
-    return best;
+    return bv_median(t, reps);
 }
 
 void bench_voice_run(int quick)
@@ -217,7 +241,7 @@ void bench_voice_run(int quick)
         bv_weights_free(&w);
         return;
     }
-    const int prompt = quick ? 20 : 100, reps = quick ? 1 : 2;
+    const int prompt = quick ? 20 : 100, reps = quick ? 3 : 5, reps_s = quick ? 1 : 3;
     const double sr = 22050.0, hop = 256.0;
     int64_t t_first = flow_mel_len(&fhp, 10);                     /* 68 */
     int64_t t_steady = flow_mel_len(&fhp, prompt + 20) - (flow_mel_len(&fhp, prompt) - 34);
@@ -230,6 +254,10 @@ void bench_voice_run(int quick)
     char name[96];
     for (int threads = 1; threads <= 2 && mel && feat && wave; threads++) {
         struct pool *pool = threads > 1 ? pool_create(threads) : NULL;
+        double load[1] = { -1 };
+        getloadavg(load, 1);
+        printf("  (%d thread%s; load average %.2f on %ld cores)\n", threads, threads > 1 ? "s" : "",
+               load[0], sysconf(_SC_NPROCESSORS_ONLN));
         double sg = bv_sgemm_rate(threads);
         snprintf(name, sizeof name, "voice_limit_sgemm_t%d", threads);
         bv_emit(name, sg, "GFLOP/s", 0);
@@ -257,8 +285,8 @@ void bench_voice_run(int quick)
         snprintf(name, sizeof name, "voice_first10_t%d_latency", threads);
         bv_emit(name, tf + th, "s", 0);
         /* steady block: 20 new tokens behind the prompt */
-        double tfs = bv_flow_call(&fm, &fs, pool, prompt, 20, 1, mel, feat);
-        double ths = bv_hift_call(&hm, &hs, pool, t_steady, 1, mel, wave);
+        double tfs = bv_flow_call(&fm, &fs, pool, prompt, 20, reps_s, mel, feat);
+        double ths = bv_hift_call(&hm, &hs, pool, t_steady, reps, mel, wave);
         double audio_s = 20.0 / 12.5;
         double ff = flow_flops(&fm, prompt + 20), fh = hift_flops_per_frame(&hm) * (double)t_steady;
         snprintf(name, sizeof name, "voice_flow_steady20_p%d_t%d_rtf", prompt, threads);

@@ -1,5 +1,5 @@
 /*
- * bench_voice — the speech decoder's figures (issue 5) at the real GLM-4-Voice-Decoder
+ * bench_voice — the speech decoder's figures at the real GLM-4-Voice-Decoder
  * dimensions with random weights made here (flow 111 M and HiFT 20 M parameters, f32):
  * real-time factors (compute seconds per second of audio) of the flow decoder on the first
  * 10-token block and on steady 20-token blocks behind a capped prompt, of HiFT on the frames
