@@ -135,7 +135,7 @@ ubsan:
 tsan:
 	$(MAKE) BUILD=build/tsan CFLAGS="$(SAN_OPT)" \
 	    EXTRA_CFLAGS="-fsanitize=thread" LDFLAGS="-fsanitize=thread" build/tsan/parley-tests
-	OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1 build/tsan/parley-tests
+	TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" build/tsan/parley-tests
 
 # ---- fuzzing (clang + libFuzzer) -----------------------------------------------------------
 

@@ -30,6 +30,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "bench/figure.h"
 #include "kernels/blas.h"
 #include "bench/bench.h"
 #include "bench/bench_attn.h"
@@ -80,22 +81,6 @@ static double median(double *v, int n)
 }
 
 /* Prints a figure and writes its JSON line; limit <= 0 means none applies. */
-static void emit(struct bench *b, const char *name, double value, const char *unit, double limit)
-{
-    if (limit > 0)
-        printf("  %-44s %10.2f %-8s (limit %.2f, %5.1f %%)\n", name, value, unit, limit,
-               100.0 * value / limit);
-    else
-        printf("  %-44s %10.2f %s\n", name, value, unit);
-    fflush(stdout);
-    if (!b->json)
-        return;
-    fprintf(b->json, "{\"name\": \"%s\", \"value\": %.6g, \"unit\": \"%s\"", name, value, unit);
-    if (limit > 0)
-        fprintf(b->json, ", \"limit\": %.6g, \"ratio\": %.4f", limit, value / limit);
-    fprintf(b->json, "}\n");
-    fflush(b->json);
-}
 
 /* Anonymous memory in ordinary 4 KiB pages (as model weights mmapped from a file are),
  * touched so that page faults are not measured. */
@@ -190,7 +175,7 @@ static void section_read(struct bench *b)
         b->read_gbs[t] = median(gbs, runs);
         char name[64];
         snprintf(name, sizeof name, "read_bandwidth_t%d", t);
-        emit(b, name, b->read_gbs[t], "GB/s", 0);
+        figure_emit(name, b->read_gbs[t], "GB/s", 0);
     }
     big_free(p, bytes);
 }
@@ -231,7 +216,7 @@ static void section_fma(struct bench *b)
         b->fma_gflops[t] = median(g, runs);
         char name[64];
         snprintf(name, sizeof name, "fma_peak_f32_t%d", t);
-        emit(b, name, b->fma_gflops[t], "GFLOP/s", 0);
+        figure_emit(name, b->fma_gflops[t], "GFLOP/s", 0);
     }
 }
 
@@ -265,7 +250,7 @@ static void section_sgemm(struct bench *b)
         b->sgemm_gflops[t] = median(g, runs);
         char name[64];
         snprintf(name, sizeof name, "sgemm_4096_t%d", t);
-        emit(b, name, b->sgemm_gflops[t], "GFLOP/s", b->fma_gflops[t]);
+        figure_emit(name, b->sgemm_gflops[t], "GFLOP/s", b->fma_gflops[t]);
     }
 done:
     big_free(a, bytes);
@@ -386,7 +371,7 @@ static void section_gemv(struct bench *b)
                 double read = 0;
                 double gbs = measure_gemv(b, &ar, b->pools[t], gemv_types[ti], s, 1, NULL, &read);
                 if (gbs > 0)
-                    emit(b, name, gbs, "GB/s", read);
+                    figure_emit(name, gbs, "GB/s", read);
                 else
                     printf("  %s: does not fit the arena\n", name);
             }
@@ -423,7 +408,7 @@ static void section_batch(struct bench *b)
                 if (skip(b, name))
                     continue;
                 /* limit: perfect scaling of the one-row rate */
-                emit(b, name, rps, "rows/s", rows[ri] > 1 ? single * rows[ri] : 0);
+                figure_emit(name, rps, "rows/s", rows[ri] > 1 ? single * rows[ri] : 0);
             }
         }
     }
@@ -464,7 +449,7 @@ static void section_matmul(struct bench *b)
                 matmul_forward(b->pools[t], y, x, &w, NULL, n, scratch);
                 g[r] = 2.0 * (double)(n * m) * (double)k / (now() - t0) / 1e9;
             }
-            emit(b, name, median(g, runs), "GFLOP/s", b->sgemm_gflops[t]);
+            figure_emit(name, median(g, runs), "GFLOP/s", b->sgemm_gflops[t]);
         }
         /* the same f32 product as one sgemm threaded by OpenBLAS itself, for comparison */
         char name[96];
@@ -480,7 +465,7 @@ static void section_matmul(struct bench *b)
             if (r > 0)
                 g[r - 1] = 2.0 * (double)(n * m) * (double)k / (now() - t0) / 1e9;
         }
-        emit(b, name, median(g, runs), "GFLOP/s", b->sgemm_gflops[t]);
+        figure_emit(name, median(g, runs), "GFLOP/s", b->sgemm_gflops[t]);
     }
 done:
     free(x);
@@ -567,18 +552,18 @@ static void section_bf16gemm(struct bench *b)
                 double gg = measure_bf16gemm(b, 0, p, y, xr, wb, wf, n, m, k, scratch);
                 double gf = measure_bf16gemm(b, 0, p, y, x, wb, wf, n, m, k, scratch);
                 /* limit: sgemm of the same shape in the same run */
-                emit(b, name, gg, "GFLOP/s", sg); /* x bf16 values: one pass */
+                figure_emit(name, gg, "GFLOP/s", sg); /* x bf16 values: one pass */
                 snprintf(name, sizeof name, "bf16gemm_%lldx%lld_n%lld_t%d_f32x", (long long)m,
                          (long long)k, (long long)n, t);
-                emit(b, name, gf, "GFLOP/s", sg); /* x any f32: hi + lo, two passes */
+                figure_emit(name, gf, "GFLOP/s", sg); /* x any f32: hi + lo, two passes */
                 snprintf(name, sizeof name, "bf16gemm_%lldx%lld_n%lld_t%d_sgemm", (long long)m,
                          (long long)k, (long long)n, t);
-                emit(b, name, sg, "GFLOP/s", 0);
+                figure_emit(name, sg, "GFLOP/s", 0);
                 if (n <= 2 * GEMV_MAX_ROWS) { /* wide decode: vs 2 passes of the 8-row GEMV */
                     double gv = measure_bf16gemm(b, 2, p, y, xr, wb, wf, n, m, k, scratch);
                     snprintf(name, sizeof name, "bf16gemm_%lldx%lld_n%lld_t%d_gemv", (long long)m,
                              (long long)k, (long long)n, t);
-                    emit(b, name, gv, "GFLOP/s", gg); /* ratio < 1: gemm_bf16 is faster */
+                    figure_emit(name, gv, "GFLOP/s", gg); /* ratio < 1: gemm_bf16 is faster */
                 }
             }
         }
@@ -606,7 +591,6 @@ static void section_conv(struct bench *b)
 
 static void section_lm(struct bench *b)
 {
-    bench_lm_set_json(b->json);
     bench_lm_run(b->quick);
 }
 
@@ -622,7 +606,6 @@ static void section_engine(struct bench *b)
 
 static void section_voice(struct bench *b)
 {
-    bench_voice_set_json(b->json);
     bench_voice_run(b->quick);
 }
 
@@ -681,6 +664,7 @@ int main(int argc, char **argv)
         perror(json_path);
         return 1;
     }
+    figure_set_json(b.json);
     for (int t = 1; t <= MAX_THREADS; t++)
         if (!(b.pools[t] = pool_create(t))) {
             fprintf(stderr, "parley-bench: cannot start threads\n");

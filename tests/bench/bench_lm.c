@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/figure.h"
 #include "kernels/blas.h"
 #include "bench/bench.h"
 #include "bench/bench_lm.h"
@@ -14,36 +15,7 @@
 
 #define LM_MAX_THREADS 2
 
-static FILE *lm_json;
 
-void bench_lm_set_json(FILE *json)
-{
-    lm_json = json;
-}
-
-static double lm_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static void lm_emit(const char *name, double value, const char *unit, double limit)
-{
-    if (limit > 0)
-        printf("  %-44s %10.2f %-8s (limit %.2f, %5.1f %%)\n", name, value, unit, limit,
-               100.0 * value / limit);
-    else
-        printf("  %-44s %10.2f %s\n", name, value, unit);
-    fflush(stdout);
-    if (!lm_json)
-        return;
-    fprintf(lm_json, "{\"name\": \"%s\", \"value\": %.6g, \"unit\": \"%s\"", name, value, unit);
-    if (limit > 0)
-        fprintf(lm_json, ", \"limit\": %.6g, \"ratio\": %.4f", limit, value / limit);
-    fprintf(lm_json, "}\n");
-    fflush(lm_json);
-}
 
 /* ---- the limits, measured in this run ------------------------------------------------- */
 
@@ -86,9 +58,9 @@ static double read_bandwidth(struct pool *pool, int threads, int quick)
     double best[3];
     for (int r = 0; r < 3; r++) {
         struct read_job j = { p, n / threads, 0 };
-        double t0 = lm_now();
+        double t0 = figure_now();
         pool_for(pool, threads, 1, read_part, &j);
-        best[r] = (double)n * 4 / (lm_now() - t0) / 1e9;
+        best[r] = (double)n * 4 / (figure_now() - t0) / 1e9;
     }
     free(p);
     /* median of three */
@@ -108,9 +80,9 @@ static double sgemm_rate(int threads)
         }
         blas_threads(threads);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, w, n, 0, c, n);
-        double t0 = lm_now();
+        double t0 = figure_now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, w, n, 0, c, n);
-        g = 2.0 * n * n * (double)n / (lm_now() - t0) / 1e9;
+        g = 2.0 * n * n * (double)n / (figure_now() - t0) / 1e9;
     }
     free(a);
     free(w);
@@ -145,13 +117,13 @@ static double decode_step(struct lm_runner *r, struct lm_cache *c, int S, int64_
         one[s] = 1;
     }
     lm_forward(r, cp, ids, one, S, logits, &e); /* warm-up */
-    double t0 = lm_now();
+    double t0 = figure_now();
     for (int i = 0; i < steps; i++)
         if (lm_forward(r, cp, ids, one, S, logits, &e) != 0) {
             printf("  decode: %s\n", e.msg);
             return 1e9;
         }
-    return (lm_now() - t0) / steps;
+    return (figure_now() - t0) / steps;
 }
 
 static void run_type(enum dtype type, int n_layer, int threads, double bw, double sgemm,
@@ -188,22 +160,22 @@ static void run_type(enum dtype type, int n_layer, int threads, double bw, doubl
     const double kv_per_pos = 2.0 * n_layer * 2 * hp.n_kv_head * hp.head_dim;
     double t1 = decode_step(&r, c, 1, 0, steps, logits);
     snprintf(name, sizeof name, "lm_L%d_%s_t%d_decode_b1_ctx0", n_layer, tn, threads);
-    lm_emit(name, 1.0 / t1, "tok/s", 0);
+    figure_emit(name, 1.0 / t1, "tok/s", 0);
     snprintf(name, sizeof name, "lm_L%d_%s_t%d_decode_b1_ctx0_bw", n_layer, tn, threads);
-    lm_emit(name, wbytes / t1 / 1e9, "GB/s", bw);
+    figure_emit(name, wbytes / t1 / 1e9, "GB/s", bw);
     if (decode_only)
         goto out;
     double tc = decode_step(&r, c, 1, 1024, steps, logits);
     snprintf(name, sizeof name, "lm_L%d_%s_t%d_decode_b1_ctx1024", n_layer, tn, threads);
-    lm_emit(name, 1.0 / tc, "tok/s", 0);
+    figure_emit(name, 1.0 / tc, "tok/s", 0);
     snprintf(name, sizeof name, "lm_L%d_%s_t%d_decode_b1_ctx1024_bw", n_layer, tn, threads);
-    lm_emit(name, (wbytes + 1024 * kv_per_pos) / tc / 1e9, "GB/s", bw);
+    figure_emit(name, (wbytes + 1024 * kv_per_pos) / tc / 1e9, "GB/s", bw);
     for (int S = 4; S <= 16; S *= 4) {
         double ts = decode_step(&r, c, S, 0, steps, logits);
         snprintf(name, sizeof name, "lm_L%d_%s_t%d_decode_b%d", n_layer, tn, threads, S);
-        lm_emit(name, S / ts, "tok/s", 0);
+        figure_emit(name, S / ts, "tok/s", 0);
         snprintf(name, sizeof name, "lm_L%d_%s_t%d_decode_b%d_speedup", n_layer, tn, threads, S);
-        lm_emit(name, (S / ts) * t1, "x b1", 0);
+        figure_emit(name, (S / ts) * t1, "x b1", 0);
     }
     /* prefill */
     int32_t *ids = malloc((size_t)n_prefill * sizeof *ids);
@@ -213,9 +185,9 @@ static void run_type(enum dtype type, int n_layer, int threads, double bw, doubl
         c[0].n_pos = 0;
         lm_prefill(&r, &c[0], ids, n_prefill, logits, &e); /* warm-up */
         c[0].n_pos = 0;
-        double t0 = lm_now();
+        double t0 = figure_now();
         int ok = lm_prefill(&r, &c[0], ids, n_prefill, logits, &e) == 0;
-        double tp = lm_now() - t0;
+        double tp = figure_now() - t0;
         free(ids);
         if (ok) {
             /* matrix flops per token over the layers (the output layer runs once) */
@@ -223,10 +195,10 @@ static void run_type(enum dtype type, int n_layer, int threads, double bw, doubl
                                     (double)hp.n_vocab * hp.n_embd);
             snprintf(name, sizeof name, "lm_L%d_%s_t%d_prefill%lld", n_layer, tn, threads,
                      (long long)n_prefill);
-            lm_emit(name, n_prefill / tp, "tok/s", 0);
+            figure_emit(name, n_prefill / tp, "tok/s", 0);
             snprintf(name, sizeof name, "lm_L%d_%s_t%d_prefill%lld_gflops", n_layer, tn, threads,
                      (long long)n_prefill);
-            lm_emit(name, per_tok * n_prefill / tp / 1e9, "GFLOP/s", sgemm);
+            figure_emit(name, per_tok * n_prefill / tp / 1e9, "GFLOP/s", sgemm);
         }
     }
 out:
@@ -248,9 +220,9 @@ void bench_lm_run(int quick)
         pool_free(p);
         sg[t] = sgemm_rate(t);
         snprintf(name, sizeof name, "lm_limit_read_bw_t%d", t);
-        lm_emit(name, bw[t], "GB/s", 0);
+        figure_emit(name, bw[t], "GB/s", 0);
         snprintf(name, sizeof name, "lm_limit_sgemm_t%d", t);
-        lm_emit(name, sg[t], "GFLOP/s", 0);
+        figure_emit(name, sg[t], "GFLOP/s", 0);
     }
     static const enum dtype types[] = { DTYPE_F32, DTYPE_F16, DTYPE_BF16, DTYPE_Q8_0 };
     for (int i = 0; i < 4; i++)

@@ -13,9 +13,6 @@
 
 #include <stdio.h>
 
-/* Where JSON lines go as well as stdout ({"name", "value", "unit"[, "limit", "ratio"]});
- * NULL (the default): stdout only. */
-void bench_lm_set_json(FILE *json);
 void bench_lm_run(int quick);
 
 #endif

@@ -11,6 +11,7 @@
  * each thread count's calls. The machine's load average is printed with each thread count:
  * on a shared 2-core machine, 2-thread figures mean little while the other core is busy.
  */
+#include "bench/figure.h"
 #include "kernels/blas.h"
 #include "bench/bench_voice.h"
 
@@ -26,36 +27,7 @@
 #include "voice/flow.h"
 #include "voice/hift.h"
 
-static FILE *bv_json;
 
-void bench_voice_set_json(FILE *json)
-{
-    bv_json = json;
-}
-
-static double bv_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static void bv_emit(const char *name, double value, const char *unit, double limit)
-{
-    if (limit > 0)
-        printf("  %-44s %10.3f %-8s (limit %.2f, %5.1f %%)\n", name, value, unit, limit,
-               100.0 * value / limit);
-    else
-        printf("  %-44s %10.3f %s\n", name, value, unit);
-    fflush(stdout);
-    if (!bv_json)
-        return;
-    fprintf(bv_json, "{\"name\": \"%s\", \"value\": %.6g, \"unit\": \"%s\"", name, value, unit);
-    if (limit > 0)
-        fprintf(bv_json, ", \"limit\": %.6g, \"ratio\": %.4f", limit, value / limit);
-    fprintf(bv_json, "}\n");
-    fflush(bv_json);
-}
 
 static int bv_cmp(const void *a, const void *b)
 {
@@ -86,9 +58,9 @@ static double bv_sgemm_rate(int threads)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, w, n, 0, c, n);
         double t[3];
         for (int r = 0; r < 3; r++) {
-            double t0 = bv_now();
+            double t0 = figure_now();
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, w, n, 0, c, n);
-            t[r] = bv_now() - t0;
+            t[r] = figure_now() - t0;
         }
         g = 2.0 * n * n * (double)n / bv_median(t, 3) / 1e9;
         blas_threads(1); /* OpenBLAS's threads would otherwise spin into the next call */
@@ -199,13 +171,13 @@ static double bv_flow_call(const struct flow_model *m, struct flow_state *s, str
     struct err e;
     reps = reps < BV_MAX_REPS ? reps : BV_MAX_REPS;
     for (int r = 0; r < reps; r++) {
-        double t0 = bv_now();
+        double t0 = figure_now();
         if (flow_inference(m, s, pool, mel, &n_out, tok + n_prompt, n_new, tok, n_prompt, feat,
                            p_feat, NULL, NULL, NULL, &e)) {
             fprintf(stderr, "bench_voice: %s\n", e.msg);
             return -1;
         }
-        t[r] = bv_now() - t0;
+        t[r] = figure_now() - t0;
     }
     return bv_median(t, reps);
 }
@@ -217,12 +189,12 @@ static double bv_hift_call(const struct hift_model *m, struct hift_state *s, str
     struct err e;
     reps = reps < BV_MAX_REPS ? reps : BV_MAX_REPS;
     for (int r = 0; r < reps; r++) {
-        double t0 = bv_now();
+        double t0 = figure_now();
         if (hift_forward(m, s, pool, wave, NULL, NULL, mel, frames, NULL, NULL, &e)) {
             fprintf(stderr, "bench_voice: %s\n", e.msg);
             return -1;
         }
-        t[r] = bv_now() - t0;
+        t[r] = figure_now() - t0;
     }
     return bv_median(t, reps);
 }
@@ -260,7 +232,7 @@ void bench_voice_run(int quick)
                load[0], sysconf(_SC_NPROCESSORS_ONLN));
         double sg = bv_sgemm_rate(threads);
         snprintf(name, sizeof name, "voice_limit_sgemm_t%d", threads);
-        bv_emit(name, sg, "GFLOP/s", 0);
+        figure_emit(name, sg, "GFLOP/s", 0);
         struct flow_state fs;
         struct hift_state hs;
         if (flow_state_init(&fs, &fm, prompt + 20, pool, &e) ||
@@ -274,31 +246,31 @@ void bench_voice_run(int quick)
         double th = bv_hift_call(&hm, &hs, pool, t_first - 34, reps, mel, wave);
         double audio = (double)t_first * hop / sr;
         snprintf(name, sizeof name, "voice_flow_first10_t%d_rtf", threads);
-        bv_emit(name, tf / audio, "x", 0);
+        figure_emit(name, tf / audio, "x", 0);
         snprintf(name, sizeof name, "voice_flow_first10_t%d_gflops", threads);
-        bv_emit(name, flow_flops(&fm, 10) / tf / 1e9, "GFLOP/s", sg);
+        figure_emit(name, flow_flops(&fm, 10) / tf / 1e9, "GFLOP/s", sg);
         snprintf(name, sizeof name, "voice_hift_first10_t%d_rtf", threads);
-        bv_emit(name, th / ((double)(t_first - 34) * hop / sr), "x", 0);
+        figure_emit(name, th / ((double)(t_first - 34) * hop / sr), "x", 0);
         snprintf(name, sizeof name, "voice_hift_first10_t%d_gflops", threads);
-        bv_emit(name, hift_flops_per_frame(&hm) * (double)(t_first - 34) / th / 1e9, "GFLOP/s",
+        figure_emit(name, hift_flops_per_frame(&hm) * (double)(t_first - 34) / th / 1e9, "GFLOP/s",
                 sg);
         snprintf(name, sizeof name, "voice_first10_t%d_latency", threads);
-        bv_emit(name, tf + th, "s", 0);
+        figure_emit(name, tf + th, "s", 0);
         /* steady block: 20 new tokens behind the prompt */
         double tfs = bv_flow_call(&fm, &fs, pool, prompt, 20, reps_s, mel, feat);
         double ths = bv_hift_call(&hm, &hs, pool, t_steady, reps, mel, wave);
         double audio_s = 20.0 / 12.5;
         double ff = flow_flops(&fm, prompt + 20), fh = hift_flops_per_frame(&hm) * (double)t_steady;
         snprintf(name, sizeof name, "voice_flow_steady20_p%d_t%d_rtf", prompt, threads);
-        bv_emit(name, tfs / audio_s, "x", 0);
+        figure_emit(name, tfs / audio_s, "x", 0);
         snprintf(name, sizeof name, "voice_flow_steady20_p%d_t%d_gflops", prompt, threads);
-        bv_emit(name, ff / tfs / 1e9, "GFLOP/s", sg);
+        figure_emit(name, ff / tfs / 1e9, "GFLOP/s", sg);
         snprintf(name, sizeof name, "voice_hift_steady20_t%d_rtf", threads);
-        bv_emit(name, ths / ((double)t_steady * hop / sr), "x", 0);
+        figure_emit(name, ths / ((double)t_steady * hop / sr), "x", 0);
         snprintf(name, sizeof name, "voice_hift_steady20_t%d_gflops", threads);
-        bv_emit(name, fh / ths / 1e9, "GFLOP/s", sg);
+        figure_emit(name, fh / ths / 1e9, "GFLOP/s", sg);
         snprintf(name, sizeof name, "voice_steady20_p%d_t%d_gflops", prompt, threads);
-        bv_emit(name, (ff + fh) / (tfs + ths) / 1e9, "GFLOP/s", sg);
+        figure_emit(name, (ff + fh) / (tfs + ths) / 1e9, "GFLOP/s", sg);
         flow_state_free(&fs);
         hift_state_free(&hs);
         pool_free(pool);

@@ -11,8 +11,6 @@
 
 #include <stdio.h>
 
-/* Where JSON lines go as well as stdout; NULL (the default): stdout only. */
-void bench_voice_set_json(FILE *json);
 void bench_voice_run(int quick);
 
 #endif
