@@ -15,7 +15,7 @@
 
 #define ASK_MAX_BYTES (256u << 20)
 #define ASK_MAX_TURNS 32
-#define ASK_PATH 4096
+#define ASK_PATH      4096
 
 static const char ask_usage[] =
     "usage: parley ask --models DIR (--audio Q.wav | --text TEXT | --turns A.wav,B.wav,...)\n"
@@ -114,11 +114,11 @@ static int ask_turn(struct engine_session *s, const char *input, int is_text, co
                     "ask: from commit: tokenizer %.3f s, prefill %.3f-%.3f s, first id %.3f s, "
                     "first audio id %.3f s, first block %.3f s, first PCM %.3f s, done %.3f s\n"
                     "ask: compute: speech tokenizer %.3f s, LM %.3f s, decoder %.3f s\n",
-                    turn, engine_done_name(ev.reason), (long long)t->n_prompt,
-                    (long long)t->n_text, (long long)t->n_audio,
-                    (double)t->n_samples / sample_rate, t->tokenize, t->prefill_start,
-                    t->prefill_end, t->first_token, t->first_audio_token, t->first_block,
-                    t->first_pcm, t->done, t->stok_seconds, t->lm_seconds, t->voice_seconds);
+                    turn, engine_done_name(ev.reason), (long long)t->n_prompt, (long long)t->n_text,
+                    (long long)t->n_audio, (double)t->n_samples / sample_rate, t->tokenize,
+                    t->prefill_start, t->prefill_end, t->first_token, t->first_audio_token,
+                    t->first_block, t->first_pcm, t->done, t->stok_seconds, t->lm_seconds,
+                    t->voice_seconds);
             engine_event_clear(&ev);
             break;
         }
@@ -207,8 +207,10 @@ int cmd_ask(int argc, char **argv)
             bad = 1;
         }
         if (bad) {
-            fprintf(stderr, "parley: ask: bad, unknown or incomplete argument '%s' "
-                            "(see parley ask --help)\n", a);
+            fprintf(stderr,
+                    "parley: ask: bad, unknown or incomplete argument '%s' "
+                    "(see parley ask --help)\n",
+                    a);
             return CMD_EXIT_USAGE;
         }
     }

@@ -130,8 +130,10 @@ int cmd_generate(int argc, char **argv)
             bad = 1;
         }
         if (bad) {
-            fprintf(stderr, "parley: generate: bad, unknown or incomplete argument '%s' "
-                            "(see parley generate --help)\n", a);
+            fprintf(stderr,
+                    "parley: generate: bad, unknown or incomplete argument '%s' "
+                    "(see parley generate --help)\n",
+                    a);
             return CMD_EXIT_USAGE;
         }
     }

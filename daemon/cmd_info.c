@@ -132,4 +132,3 @@ int cmd_info(int argc, char **argv)
     }
     return 0;
 }
-

@@ -135,8 +135,10 @@ int cmd_speak(int argc, char **argv)
     int32_t *tok = NULL;
     int64_t n_tok = 0;
     if (speak_parse_tokens(tokens_arg, &tok, &n_tok)) {
-        fprintf(stderr, "parley: speak: --tokens wants a comma-separated list of 1..%d "
-                        "non-negative ids\n", SPEAK_MAX_TOKENS);
+        fprintf(stderr,
+                "parley: speak: --tokens wants a comma-separated list of 1..%d "
+                "non-negative ids\n",
+                SPEAK_MAX_TOKENS);
         return CMD_EXIT_USAGE;
     }
     struct t2w_config cfg;
@@ -163,8 +165,7 @@ int cmd_speak(int argc, char **argv)
     }
     for (int64_t i = 0; i < n_tok; i++)
         if (tok[i] >= fm.hp.vocab) {
-            fprintf(stderr, "parley: speak: token %d is outside 0..%d\n", tok[i],
-                    fm.hp.vocab - 1);
+            fprintf(stderr, "parley: speak: token %d is outside 0..%d\n", tok[i], fm.hp.vocab - 1);
             flow_free(&fm);
             hift_free(&hm);
             gguf_close(&f);
@@ -181,8 +182,8 @@ int cmd_speak(int argc, char **argv)
         struct hift_state hs;
         int64_t n_noise = 0, n_out = 0;
         if (noise_path) {
-            if (voicefile_read_f32(noise_path, (int64_t)fm.hp.n_mel * T,
-                                   (int64_t)fm.hp.n_mel * T, &noise, &n_noise, &e)) {
+            if (voicefile_read_f32(noise_path, (int64_t)fm.hp.n_mel * T, (int64_t)fm.hp.n_mel * T,
+                                   &noise, &n_noise, &e)) {
                 fprintf(stderr, "parley: speak: --noise: %s (want %d x %lld floats)\n", e.msg,
                         fm.hp.n_mel, (long long)T);
                 rc = CMD_EXIT_USAGE;
@@ -199,8 +200,8 @@ int cmd_speak(int argc, char **argv)
             fprintf(stderr, "parley: %s\n", e.msg);
             goto done;
         }
-        int frc = flow_inference(&fm, &fs, pool, mel, &n_out, tok, n_tok, NULL, 0, NULL, 0,
-                                 noise, NULL, NULL, &e);
+        int frc = flow_inference(&fm, &fs, pool, mel, &n_out, tok, n_tok, NULL, 0, NULL, 0, noise,
+                                 NULL, NULL, &e);
         flow_state_free(&fs);
         double t1 = speak_now();
         if (frc || hift_state_init(&hs, &hm, T, &e)) {
@@ -215,9 +216,11 @@ int cmd_speak(int argc, char **argv)
         }
         n_wave = T * hm.hp.hop_total;
         double t2 = speak_now();
-        fprintf(stderr, "speak: %lld tokens -> %lld frames -> %.2f s of audio; flow %.3f s, "
-                        "HiFT %.3f s\n", (long long)n_tok, (long long)T,
-                (double)n_wave / hm.hp.sample_rate, t1 - t0, t2 - t1);
+        fprintf(stderr,
+                "speak: %lld tokens -> %lld frames -> %.2f s of audio; flow %.3f s, "
+                "HiFT %.3f s\n",
+                (long long)n_tok, (long long)T, (double)n_wave / hm.hp.sample_rate, t1 - t0,
+                t2 - t1);
     } else {
         struct t2w t;
         cfg.mode = strcmp(mode, "reference") == 0 ? T2W_MODE_REFERENCE : T2W_MODE_CLEAN;
@@ -241,8 +244,8 @@ int cmd_speak(int argc, char **argv)
                 memcpy(wave + n_wave, t.out, sizeof(float) * (size_t)t.n_out);
                 n_wave += t.n_out;
                 fprintf(stderr, "speak: chunk after token %lld: %lld samples (%.3f s) in %.3f s\n",
-                        (long long)i, (long long)t.n_out,
-                        (double)t.n_out / hm.hp.sample_rate, speak_now() - c0);
+                        (long long)i, (long long)t.n_out, (double)t.n_out / hm.hp.sample_rate,
+                        speak_now() - c0);
             }
         }
         if (mel_out) {

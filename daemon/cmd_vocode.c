@@ -79,8 +79,7 @@ int cmd_vocode(int argc, char **argv)
     struct hift_state hs;
     memset(&hs, 0, sizeof hs);
     if (voicefile_read_f32(mel_path, C, C * VOCODE_MAX_FRAMES, &mel, &n_mel, &e)) {
-        fprintf(stderr, "parley: vocode: --mel: %s (want %lld x T floats)\n", e.msg,
-                (long long)C);
+        fprintf(stderr, "parley: vocode: --mel: %s (want %lld x T floats)\n", e.msg, (long long)C);
         goto done;
     }
     int64_t T = n_mel / C, L = T * hm.hp.hop_total;

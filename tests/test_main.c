@@ -32,7 +32,7 @@ void test_register(const char *name, const char *file, test_fn *fn)
         fprintf(stderr, "test: more than %d tests; raise TEST_MAX\n", TEST_MAX);
         abort();
     }
-    cases[n_cases++] = (struct test_case){name, file, fn};
+    cases[n_cases++] = (struct test_case){ name, file, fn };
 }
 
 int test_fail(const char *file, int line, const char *fmt, ...)
@@ -55,7 +55,7 @@ const char *test_tmpdir(void)
         base = "build/test-tmp";
     snprintf(tmpdir, sizeof tmpdir, "%s/%s", base, current ? current : "none");
     char path[512];
-    for (char *p = tmpdir; ; p++) {
+    for (char *p = tmpdir;; p++) {
         if (*p == '/' || *p == 0) {
             size_t len = (size_t)(p - tmpdir);
             memcpy(path, tmpdir, len);

@@ -42,7 +42,7 @@ enum backend_weight_use {
 
 /* Elementwise functions of one tensor, with the parameter where one applies. */
 enum backend_unary {
-    BACKEND_GELU,       /* exact erf form */
+    BACKEND_GELU, /* exact erf form */
     BACKEND_SILU,
     BACKEND_MISH,
     BACKEND_TANH,
@@ -80,8 +80,8 @@ struct backend_ops {
     /* y[r][d] = x[r][d] + b[d] (rows) or y[c][t] = x[c][t] + b[c] (channels) */
     void (*add_bias)(struct backend *be, float *y, const float *x, const struct tensor *b,
                      int64_t n_rows, int64_t dim, int per_channel);
-    void (*unary)(struct backend *be, enum backend_unary f, float *y, const float *x,
-                  int64_t n, float param);
+    void (*unary)(struct backend *be, enum backend_unary f, float *y, const float *x, int64_t n,
+                  float param);
     /* x [C][T], alpha f32 [C] */
     void (*snake)(struct backend *be, float *y, const float *x, const struct tensor *alpha,
                   int64_t n_ch, int64_t n_t);
@@ -94,24 +94,22 @@ struct backend_ops {
     void (*layer_norm)(struct backend *be, float *y, const float *x, const struct tensor *w,
                        const struct tensor *b, int64_t n, int64_t dim, float eps);
     void (*group_norm)(struct backend *be, float *y, const float *x, const struct tensor *w,
-                       const struct tensor *b, int64_t n_ch, int64_t n_t, int n_groups,
-                       float eps);
+                       const struct tensor *b, int64_t n_ch, int64_t n_t, int n_groups, float eps);
 
     /* ---- attention ---- */
     void (*softmax)(struct backend *be, float *y, const float *x, int64_t n_rows, int64_t n,
                     const struct attn_mask *mask);
     void (*rope)(struct backend *be, const struct rope_table *t, float *x, int64_t n_rows,
                  int64_t row_stride, int n_head, int head_dim, const int64_t *pos, int64_t pos0);
-    void (*attention)(struct backend *be, float *out, const float *q, const void *k,
-                      const void *v, int64_t n_q, int64_t n_kv, const struct attn_desc *d);
+    void (*attention)(struct backend *be, float *out, const float *q, const void *k, const void *v,
+                      int64_t n_q, int64_t n_kv, const struct attn_desc *d);
 
     /* ---- convolution and resizing: activations [C][T] ---- */
     int (*conv1d)(struct backend *be, float *y, const float *x, const struct tensor *w,
-                  const struct tensor *b, const struct conv_params *p, int64_t t_in,
-                  struct err *e);
-    int (*conv_transpose1d)(struct backend *be, float *y, const float *x,
-                            const struct tensor *w, const struct tensor *b,
-                            const struct conv_transpose_params *p, int64_t t_in, struct err *e);
+                  const struct tensor *b, const struct conv_params *p, int64_t t_in, struct err *e);
+    int (*conv_transpose1d)(struct backend *be, float *y, const float *x, const struct tensor *w,
+                            const struct tensor *b, const struct conv_transpose_params *p,
+                            int64_t t_in, struct err *e);
     void (*avg_pool)(struct backend *be, float *y, const float *x, int64_t n_ch, int64_t n_t,
                      int kernel, int stride, int pad_right);
     void (*upsample_nearest)(struct backend *be, float *y, const float *x, int64_t n_ch,
@@ -123,8 +121,8 @@ struct backend_ops {
                       const struct tensor *codebook, const float *norms);
 
     /* ---- spectra: spec [2·bins][frames] (real rows, then imaginary rows) ---- */
-    int (*stft)(struct backend *be, const struct spectral_plan *p, float *spec,
-                int64_t n_frames, const float *x, int64_t len, struct err *e);
+    int (*stft)(struct backend *be, const struct spectral_plan *p, float *spec, int64_t n_frames,
+                const float *x, int64_t len, struct err *e);
     int (*istft)(struct backend *be, const struct spectral_plan *p, float *y, int64_t len,
                  const float *spec, int64_t n_frames, struct err *e);
 };

@@ -90,8 +90,8 @@ static int cpu_weight(struct backend *be, struct tensor *dst, const struct tenso
     int64_t n = tensor_nelements(src);
     struct owned *o = malloc(sizeof *o + (size_t)n * sizeof(float));
     if (!o)
-        return err_set(e, "tensor '%s': out of memory converting %lld values to f32",
-                       src->name, (long long)n);
+        return err_set(e, "tensor '%s': out of memory converting %lld values to f32", src->name,
+                       (long long)n);
     for (int64_t r = 0; r < tensor_nrows(src); r++)
         dtype_to_f32(src->type, tensor_row(src, r), o->data + r * src->ne[0], src->ne[0]);
     o->next = cpu_of(be)->owned;
@@ -146,8 +146,8 @@ static void cpu_add_bias(struct backend *be, float *y, const float *x, const str
         vec_add_bias(y, x, f32_of(b), n_rows, dim);
 }
 
-static void cpu_unary(struct backend *be, enum backend_unary f, float *y, const float *x,
-                      int64_t n, float param)
+static void cpu_unary(struct backend *be, enum backend_unary f, float *y, const float *x, int64_t n,
+                      float param)
 {
     struct pool *p = cpu_of(be)->pool;
     switch (f) {
@@ -203,8 +203,7 @@ static void cpu_softmax(struct backend *be, float *y, const float *x, int64_t n_
 }
 
 static void cpu_rope(struct backend *be, const struct rope_table *t, float *x, int64_t n_rows,
-                     int64_t row_stride, int n_head, int head_dim, const int64_t *pos,
-                     int64_t pos0)
+                     int64_t row_stride, int n_head, int head_dim, const int64_t *pos, int64_t pos0)
 {
     rope_apply(cpu_of(be)->pool, t, x, n_rows, row_stride, n_head, head_dim, pos, pos0);
 }
@@ -230,8 +229,7 @@ static int cpu_conv1d(struct backend *be, float *y, const float *x, const struct
 
 static int cpu_conv_transpose1d(struct backend *be, float *y, const float *x,
                                 const struct tensor *w, const struct tensor *b,
-                                const struct conv_transpose_params *p, int64_t t_in,
-                                struct err *e)
+                                const struct conv_transpose_params *p, int64_t t_in, struct err *e)
 {
     struct cpu *c = cpu_of(be);
     size_t floats = conv_transpose_1d_scratch_floats(p, t_in, pool_threads(c->pool));
@@ -239,8 +237,8 @@ static int cpu_conv_transpose1d(struct backend *be, float *y, const float *x,
                              scratch(be, floats * sizeof(float)), e);
 }
 
-static void cpu_avg_pool(struct backend *be, float *y, const float *x, int64_t n_ch,
-                         int64_t n_t, int kernel, int stride, int pad_right)
+static void cpu_avg_pool(struct backend *be, float *y, const float *x, int64_t n_ch, int64_t n_t,
+                         int kernel, int stride, int pad_right)
 {
     resize_avg_pool(y, x, n_ch, n_t, kernel, stride, pad_right);
 }

@@ -51,8 +51,8 @@ enum sess_state { S_IDLE, S_TOKENIZE, S_PREFILL, S_GEN, S_FINISH };
 struct engine_session {
     struct engine *eng;
     struct engine_session_options opt;
-    struct engine_session *next;  /* eng->sessions (eng->mu) */
-    pthread_cond_t ev_cv;         /* with eng->mu: an event arrived or the state changed */
+    struct engine_session *next; /* eng->sessions (eng->mu) */
+    pthread_cond_t ev_cv;        /* with eng->mu: an event arrived or the state changed */
 
     /* ---- guarded by eng->mu ---- */
     struct engine_event *ev_head, *ev_tail;
@@ -60,11 +60,11 @@ struct engine_session {
     int voice_busy, lm_busy, closing;
     int cancel_req;
     int64_t cancel_played;
-    float *in_pcm;                /* [cap_in] audio pushed, not yet given to the tokenizer */
+    float *in_pcm; /* [cap_in] audio pushed, not yet given to the tokenizer */
     int64_t n_in, cap_in, n_in_turn;
-    struct bpe_text in_text;      /* text pushed for this turn */
+    struct bpe_text in_text; /* text pushed for this turn */
     int turn_audio, turn_text;
-    int32_t *aq;                  /* [max_new] speech codes from the LM for the voice worker */
+    int32_t *aq; /* [max_new] speech codes from the LM for the voice worker */
     int64_t aq_in, aq_out;
     enum engine_done_reason reason;
     int by_user;
@@ -80,19 +80,19 @@ struct engine_session {
     struct sampler smp;
     struct t2w t2w;
     int have_t2w;
-    struct chat chat;             /* retokenize mode: the demo's strings */
-    struct chat sentinel;         /* KV mode: prev_input "<|system|>" so no system prompt */
+    struct chat chat;     /* retokenize mode: the demo's strings */
+    struct chat sentinel; /* KV mode: prev_input "<|system|>" so no system prompt */
     struct bpe_stream bs;
-    struct bpe_text dtext;        /* decode scratch */
-    struct bpe_ids prompt;        /* ids the LM prefills this turn */
-    struct bpe_text ptext;        /* this turn's prompt string */
-    struct bpe_ids hist;          /* KV mode: every id of the conversation; cache = prefix */
-    int64_t header_len;           /* [gMASK]<sop><|system|>... before the first <|user|> */
-    int64_t *turn_start;          /* [cap_turns] hist offset of each turn's <|user|> */
+    struct bpe_text dtext; /* decode scratch */
+    struct bpe_ids prompt; /* ids the LM prefills this turn */
+    struct bpe_text ptext; /* this turn's prompt string */
+    struct bpe_ids hist;   /* KV mode: every id of the conversation; cache = prefix */
+    int64_t header_len;    /* [gMASK]<sop><|system|>... before the first <|user|> */
+    int64_t *turn_start;   /* [cap_turns] hist offset of each turn's <|user|> */
     int n_turns, cap_turns;
-    int32_t *gen;                 /* [max_new] this turn's generated ids */
+    int32_t *gen; /* [max_new] this turn's generated ids */
     int64_t n_gen;
-    int32_t next_id;              /* the id the next decode step feeds */
+    int32_t next_id; /* the id the next decode step feeds */
     int64_t kv_bytes;
     double lm_s, voice_s, stok_s;
 };
@@ -113,12 +113,12 @@ struct engine {
     int n_started;
     /* LM thread only */
     struct lm_runner runner;
-    float *logits;                   /* [max_batch][V] */
-    struct engine_session **batch;   /* [max_batch] */
-    struct lm_cache **caches;        /* [max_batch] */
-    int32_t *ids;                    /* [max_batch] */
-    int64_t *ones;                   /* [max_batch] */
-    int32_t *picked;                 /* [max_batch] */
+    float *logits;                 /* [max_batch][V] */
+    struct engine_session **batch; /* [max_batch] */
+    struct lm_cache **caches;      /* [max_batch] */
+    int32_t *ids;                  /* [max_batch] */
+    int64_t *ones;                 /* [max_batch] */
+    int32_t *picked;               /* [max_batch] */
     int sample_rate;
     int32_t mask_from;
 };
@@ -769,8 +769,8 @@ static void *lm_main(void *arg)
         int dec_rc = 0;
         double t1 = now_s();
         if (nb > 0) {
-            dec_rc = lm_forward(&eng->runner, eng->caches, eng->ids, eng->ones, nb, eng->logits,
-                                &e);
+            dec_rc =
+                lm_forward(&eng->runner, eng->caches, eng->ids, eng->ones, nb, eng->logits, &e);
             for (int i = 0; dec_rc == 0 && i < nb; i++) {
                 eng->picked[i] = sampler_sample(&eng->batch[i]->smp, eng->logits + (int64_t)i * V);
                 sampler_accept(&eng->batch[i]->smp, eng->picked[i]);
@@ -818,12 +818,8 @@ static enum job job_of(const struct engine *eng, const struct engine_session *s,
     if (s->voice_busy)
         return JOB_NONE;
     switch (s->state) {
-    case S_IDLE:
-        *deadline = now;
-        return s->n_in > 0 ? JOB_STOK : JOB_NONE;
-    case S_TOKENIZE:
-        *deadline = s->t_commit;
-        return JOB_PROMPT;
+    case S_IDLE: *deadline = now; return s->n_in > 0 ? JOB_STOK : JOB_NONE;
+    case S_TOKENIZE: *deadline = s->t_commit; return JOB_PROMPT;
     case S_PREFILL:
     case S_GEN:
     case S_FINISH:
@@ -894,8 +890,7 @@ static enum engine_status build_prompt(struct engine *eng, struct engine_session
     } else {
         /* "<|system|>" + the turn: everything after the sentinel is this turn's suffix, which
          * encodes exactly as in the whole string because added tokens split segments (E14) */
-        if (chat_prompt(&s->sentinel, &s->ptext, mode, text, codes, n_codes, hp->n_audio, e) !=
-                0 ||
+        if (chat_prompt(&s->sentinel, &s->ptext, mode, text, codes, n_codes, hp->n_audio, e) != 0 ||
             bpe_encode(b, &s->hist, s->ptext.v + 10, s->ptext.n - 10, 0, e) != 0)
             return ENGINE_ERR_INVALID;
     }
@@ -917,8 +912,8 @@ static enum engine_status build_prompt(struct engine *eng, struct engine_session
             int64_t need = s->hist.n;
             s->hist.n = old_n; /* the conversation stays as it was */
             s->n_turns--;
-            err_set(e, "engine: context full (%lld ids + %lld reserved > %lld)",
-                    (long long)need, (long long)reserve, (long long)n_ctx);
+            err_set(e, "engine: context full (%lld ids + %lld reserved > %lld)", (long long)need,
+                    (long long)reserve, (long long)n_ctx);
             return ENGINE_ERR_CONTEXT;
         }
         int64_t cut = s->turn_start[k] - s->header_len;
@@ -1075,8 +1070,8 @@ static void prompt_turn(struct engine *eng, struct engine_session *s)
     if (!text) {
         st = ENGINE_ERR_MEMORY;
         err_set(&e, "engine: out of memory");
-    } else if (audio && (run_stok(eng, s, pcm, n, &e) != 0 ||
-                         stok_stream_finish(&s->stok, &e) != 0)) {
+    } else if (audio &&
+               (run_stok(eng, s, pcm, n, &e) != 0 || stok_stream_finish(&s->stok, &e) != 0)) {
         st = ENGINE_ERR_MODEL;
     }
     double t1 = now_s();
@@ -1199,17 +1194,10 @@ static void *worker_main(void *arg)
             pthread_cond_broadcast(&s->ev_cv);
             break;
         }
-        case JOB_PROMPT:
-            prompt_turn(eng, s);
-            break;
-        case JOB_VOICE:
-            voice_step(eng, s);
-            break;
-        case JOB_FINISH:
-            finish_turn(eng, s);
-            break;
-        case JOB_NONE:
-            break;
+        case JOB_PROMPT: prompt_turn(eng, s); break;
+        case JOB_VOICE: voice_step(eng, s); break;
+        case JOB_FINISH: finish_turn(eng, s); break;
+        case JOB_NONE: break;
         }
     }
     pthread_mutex_unlock(&eng->mu);
@@ -1223,8 +1211,7 @@ int engine_create(struct engine **out, const struct engine_models *m,
 {
     *out = NULL;
     if (!m->lm || !m->bpe || (!m->flow) != (!m->hift) || cfg->n_workers < 1 ||
-        cfg->n_workers > 64 || cfg->max_sessions < 1 || cfg->max_batch < 1 ||
-        cfg->prefill_rows < 1)
+        cfg->n_workers > 64 || cfg->max_sessions < 1 || cfg->max_batch < 1 || cfg->prefill_rows < 1)
         return err_set(e, "engine: bad configuration (models or counts)");
     struct engine *eng = calloc(1, sizeof *eng);
     if (!eng)
@@ -1249,8 +1236,8 @@ int engine_create(struct engine **out, const struct engine_models *m,
     eng->ones = calloc((size_t)B, sizeof *eng->ones);
     eng->picked = calloc((size_t)B, sizeof *eng->picked);
     eng->workers = calloc((size_t)cfg->n_workers, sizeof *eng->workers);
-    if (!eng->logits || !eng->batch || !eng->caches || !eng->ids || !eng->ones ||
-        !eng->picked || !eng->workers) {
+    if (!eng->logits || !eng->batch || !eng->caches || !eng->ids || !eng->ones || !eng->picked ||
+        !eng->workers) {
         err_set(e, "engine: out of memory");
         goto fail;
     }

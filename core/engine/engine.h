@@ -38,14 +38,14 @@
 /* Typed results of the API (0 = ok; negative = refused). */
 enum engine_status {
     ENGINE_OK = 0,
-    ENGINE_ERR_SESSIONS = -1,  /* the session limit is reached */
-    ENGINE_ERR_MEMORY = -2,    /* the KV-cache budget is spent, or out of memory */
-    ENGINE_ERR_STATE = -3,     /* not allowed now (push while answering, commit twice, ...) */
-    ENGINE_ERR_INVALID = -4,   /* bad argument (rate, empty turn, missing model) */
-    ENGINE_ERR_INPUT_FULL = -5,/* the user turn is longer than the session allows */
-    ENGINE_ERR_MODEL = -6,     /* a model computation failed */
-    ENGINE_ERR_CONTEXT = -7,   /* the context is full (policy ENGINE_CTX_END) */
-    ENGINE_ERR_CLOSED = -8,    /* the engine is shutting down */
+    ENGINE_ERR_SESSIONS = -1,   /* the session limit is reached */
+    ENGINE_ERR_MEMORY = -2,     /* the KV-cache budget is spent, or out of memory */
+    ENGINE_ERR_STATE = -3,      /* not allowed now (push while answering, commit twice, ...) */
+    ENGINE_ERR_INVALID = -4,    /* bad argument (rate, empty turn, missing model) */
+    ENGINE_ERR_INPUT_FULL = -5, /* the user turn is longer than the session allows */
+    ENGINE_ERR_MODEL = -6,      /* a model computation failed */
+    ENGINE_ERR_CONTEXT = -7,    /* the context is full (policy ENGINE_CTX_END) */
+    ENGINE_ERR_CLOSED = -8,     /* the engine is shutting down */
 };
 const char *engine_status_name(enum engine_status s);
 
@@ -60,9 +60,9 @@ enum engine_ctx_policy {
 };
 
 enum engine_done_reason {
-    ENGINE_DONE_EOT = 0,       /* a stop id: <|user|> (or <|endoftext|>, <|observation|>) */
-    ENGINE_DONE_LENGTH = 1,    /* max_new tokens */
-    ENGINE_DONE_CONTEXT = 2,   /* the context filled during the answer, or the turn did not fit */
+    ENGINE_DONE_EOT = 0,     /* a stop id: <|user|> (or <|endoftext|>, <|observation|>) */
+    ENGINE_DONE_LENGTH = 1,  /* max_new tokens */
+    ENGINE_DONE_CONTEXT = 2, /* the context filled during the answer, or the turn did not fit */
     ENGINE_DONE_CANCELLED = 3,
     ENGINE_DONE_ERROR = 4,
 };
@@ -78,36 +78,36 @@ enum engine_event_type {
 
 /* Seconds from commit (monotonic clock); negative when the stage did not happen. */
 struct engine_timings {
-    double tokenize;      /* speech tokenizer finished (commit -> all user tokens) */
+    double tokenize; /* speech tokenizer finished (commit -> all user tokens) */
     double prefill_start, prefill_end;
-    double first_token;   /* first sampled id */
+    double first_token; /* first sampled id */
     double first_audio_token;
-    double first_block;   /* the first full block of audio tokens existed */
-    double first_pcm;     /* the first AUDIO event */
+    double first_block; /* the first full block of audio tokens existed */
+    double first_pcm;   /* the first AUDIO event */
     double done;
-    int64_t n_prompt;     /* ids prefilled for this turn */
-    int64_t n_text, n_audio; /* generated ids of each kind */
-    int64_t n_samples;    /* PCM samples emitted */
+    int64_t n_prompt;                               /* ids prefilled for this turn */
+    int64_t n_text, n_audio;                        /* generated ids of each kind */
+    int64_t n_samples;                              /* PCM samples emitted */
     double lm_seconds, voice_seconds, stok_seconds; /* compute spent on this turn */
 };
 
 struct engine_event {
     enum engine_event_type type;
-    int turn;                      /* 0, 1, ... */
+    int turn; /* 0, 1, ... */
     enum engine_done_reason reason;
     enum engine_status status;
-    int64_t n_tokens;              /* USER_TOKENIZED */
+    int64_t n_tokens; /* USER_TOKENIZED */
     double seconds;
-    char *text;                    /* TRANSCRIPT (NUL-terminated), ERROR message */
+    char *text; /* TRANSCRIPT (NUL-terminated), ERROR message */
     int64_t n_text;
-    float *pcm;                    /* AUDIO */
+    float *pcm; /* AUDIO */
     int64_t n_pcm, offset;
     int sample_rate;
-    int32_t *ids;                  /* TURN_DONE: the turn's generated ids (with the stop id) */
+    int32_t *ids; /* TURN_DONE: the turn's generated ids (with the stop id) */
     int64_t n_ids;
-    int64_t heard_audio_tokens;    /* TURN_DONE after a cancel: audio tokens kept in history */
+    int64_t heard_audio_tokens; /* TURN_DONE after a cancel: audio tokens kept in history */
     struct engine_timings t;
-    struct engine_event *next;     /* queue link (engine-internal) */
+    struct engine_event *next; /* queue link (engine-internal) */
 };
 void engine_event_clear(struct engine_event *ev);
 
@@ -138,24 +138,24 @@ int engine_models_load(struct engine_model_files *f, const char *lm_path, const 
 void engine_models_free(struct engine_model_files *f);
 
 struct engine_config {
-    int n_workers;          /* voice worker threads (>= 1) */
-    int max_sessions;       /* open sessions at most */
-    int64_t max_kv_bytes;   /* the sum of all sessions' KV caches; 0: no limit */
-    int max_batch;          /* sessions in one decode step (<= max_sessions) */
-    int prefill_rows;       /* rows of one prefill block */
+    int n_workers;        /* voice worker threads (>= 1) */
+    int max_sessions;     /* open sessions at most */
+    int64_t max_kv_bytes; /* the sum of all sessions' KV caches; 0: no limit */
+    int max_batch;        /* sessions in one decode step (<= max_sessions) */
+    int prefill_rows;     /* rows of one prefill block */
 };
 void engine_config_default(struct engine_config *c);
 
 struct engine_session_options {
-    int in_rate;                   /* Hz of pushed audio */
+    int in_rate;                    /* Hz of pushed audio */
     struct sampler_params sampling; /* max_new bounds each answer */
-    int64_t n_ctx;                 /* KV positions of this session (0: the model's) */
+    int64_t n_ctx;                  /* KV positions of this session (0: the model's) */
     enum dtype kv_type;
-    double max_user_seconds;       /* longest user audio turn */
-    int64_t max_user_text;         /* longest user text turn, bytes */
+    double max_user_seconds; /* longest user audio turn */
+    int64_t max_user_text;   /* longest user text turn, bytes */
     enum engine_history history;
     enum engine_ctx_policy ctx_policy;
-    struct t2w_config voice;       /* schedule, mode, prompt cap */
+    struct t2w_config voice; /* schedule, mode, prompt cap */
 };
 void engine_session_options_default(struct engine_session_options *o);
 

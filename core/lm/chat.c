@@ -58,7 +58,8 @@ static int space_at(const unsigned char *p, size_t n)
     if (n >= 3 && p[0] == 0xE1 && p[1] == 0x9A && p[2] == 0x80) /* U+1680 */
         return 3;
     if (n >= 3 && p[0] == 0xE2 && p[1] == 0x80 &&
-        (p[2] <= 0x8A || p[2] == 0xA8 || p[2] == 0xA9 || p[2] == 0xAF)) /* 2000-200A 2028 2029 202F */
+        (p[2] <= 0x8A || p[2] == 0xA8 || p[2] == 0xA9 ||
+         p[2] == 0xAF)) /* 2000-200A 2028 2029 202F */
         return 3;
     if (n >= 3 && p[0] == 0xE2 && p[1] == 0x81 && p[2] == 0x9F) /* U+205F */
         return 3;

@@ -18,8 +18,8 @@
 
 /* ---- loading --------------------------------------------------------------------------- */
 
-static int get_int(const struct gguf_file *f, const char *key, int64_t lo, int64_t hi,
-                   int64_t *out, struct err *e)
+static int get_int(const struct gguf_file *f, const char *key, int64_t lo, int64_t hi, int64_t *out,
+                   struct err *e)
 {
     if (gguf_get_i64(f, key, out, e) != 0)
         return -1;
@@ -29,8 +29,8 @@ static int get_int(const struct gguf_file *f, const char *key, int64_t lo, int64
     return 0;
 }
 
-static int get_i32(const struct gguf_file *f, const char *key, int64_t lo, int64_t hi,
-                   int32_t *out, struct err *e)
+static int get_i32(const struct gguf_file *f, const char *key, int64_t lo, int64_t hi, int32_t *out,
+                   struct err *e)
 {
     int64_t v;
     if (get_int(f, key, lo, hi, &v, e) != 0)
@@ -55,8 +55,10 @@ static int load_hparams(struct lm_hparams *hp, const struct gguf_file *f, struct
     if (gguf_get_str(f, "general.architecture", arch, sizeof arch, e) != 0)
         return -1;
     if (strcmp(arch, "glm4voice-lm") != 0)
-        return err_set(e, "%s: general.architecture is '%s', not a GLM-4-Voice LM "
-                       "(glm4voice-lm)", f->path, arch);
+        return err_set(e,
+                       "%s: general.architecture is '%s', not a GLM-4-Voice LM "
+                       "(glm4voice-lm)",
+                       f->path, arch);
     if (get_int_field(f, "glm4.block_count", 1, 1024, &hp->n_layer, e) ||
         get_int_field(f, "glm4.embedding_length", 1, 1 << 20, &hp->n_embd, e) ||
         get_int_field(f, "glm4.feed_forward_length", 1, 1 << 22, &hp->n_ff, e) ||
@@ -73,8 +75,8 @@ static int load_hparams(struct lm_hparams *hp, const struct gguf_file *f, struct
         return err_set(e, "%s: %d query heads are not a multiple of %d KV heads", f->path,
                        hp->n_head, hp->n_kv_head);
     if (hp->rot_dim > hp->head_dim || hp->rot_dim % 2)
-        return err_set(e, "%s: rope dimension %d does not fit head size %d", f->path,
-                       hp->rot_dim, hp->head_dim);
+        return err_set(e, "%s: rope dimension %d does not fit head size %d", f->path, hp->rot_dim,
+                       hp->head_dim);
     if (!(hp->eps > 0) || !(hp->rope_base > 0))
         return err_set(e, "%s: epsilon %g and rope base %g must be positive", f->path,
                        (double)hp->eps, (double)hp->rope_base);
@@ -123,8 +125,8 @@ static int load_weight(struct lm_model *m, struct tensor *dst, const char *name,
     return 0;
 }
 
-int lm_load(struct lm_model *m, const char *path, struct backend *be,
-            const struct lm_options *opt, struct err *e)
+int lm_load(struct lm_model *m, const char *path, struct backend *be, const struct lm_options *opt,
+            struct err *e)
 {
     memset(m, 0, sizeof *m);
     m->be = be;
@@ -138,8 +140,8 @@ int lm_load(struct lm_model *m, const char *path, struct backend *be,
     const int64_t HD = (int64_t)hp->n_head * Dh;
 
     int64_t embd_shape[2] = { hp->n_vocab, D };
-    if (gguf_get_tensor(&m->file, "transformer.embedding.word_embeddings.weight",
-                        GGUF_TYPES_ANY, 2, embd_shape, &m->embd, e) != 0)
+    if (gguf_get_tensor(&m->file, "transformer.embedding.word_embeddings.weight", GGUF_TYPES_ANY, 2,
+                        embd_shape, &m->embd, e) != 0)
         goto fail;
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers) {
@@ -147,8 +149,8 @@ int lm_load(struct lm_model *m, const char *path, struct backend *be,
         goto fail;
     }
     char name[160];
-#define LAYER(field, suffix, nd, a, b)                                                       \
-    (snprintf(name, sizeof name, "transformer.encoder.layers.%d.%s", l, suffix),             \
+#define LAYER(field, suffix, nd, a, b)                                           \
+    (snprintf(name, sizeof name, "transformer.encoder.layers.%d.%s", l, suffix), \
      load_weight(m, &L->field, name, nd, a, b, e))
     for (int l = 0; l < hp->n_layer; l++) {
         struct lm_layer *L = &m->layers[l];
@@ -162,8 +164,7 @@ int lm_load(struct lm_model *m, const char *path, struct backend *be,
             goto fail;
     }
 #undef LAYER
-    if (load_weight(m, &m->final_norm, "transformer.encoder.final_layernorm.weight", 1, D, 0,
-                    e) ||
+    if (load_weight(m, &m->final_norm, "transformer.encoder.final_layernorm.weight", 1, D, 0, e) ||
         load_weight(m, &m->output, "transformer.output_layer.weight", 2, hp->n_vocab, D, e))
         goto fail;
     m->wtype = m->layers[0].qkv.type;
@@ -243,8 +244,8 @@ int lm_init_random(struct lm_model *m, const struct lm_hparams *hp, enum dtype w
         vals[i] = 1.0f + vals[i];
     memcpy(fpat, vals, sizeof vals);
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
-    if (!m->layers || rope_table_init(&m->rope, hp->rot_dim, hp->rope_base, hp->n_ctx,
-                                      m->round_bf16, e) != 0) {
+    if (!m->layers ||
+        rope_table_init(&m->rope, hp->rot_dim, hp->rope_base, hp->n_ctx, m->round_bf16, e) != 0) {
         lm_free(m);
         return err_set(e, "lm_init_random: out of memory");
     }
@@ -350,8 +351,7 @@ int lm_runner_init(struct lm_runner *r, const struct lm_model *m, int64_t max_ro
 {
     memset(r, 0, sizeof *r);
     if (max_seqs < 1 || max_rows < max_seqs)
-        return err_set(e, "lm runner: %lld rows for %d sequences", (long long)max_rows,
-                       max_seqs);
+        return err_set(e, "lm runner: %lld rows for %d sequences", (long long)max_rows, max_seqs);
     const struct lm_hparams *hp = &m->hp;
     struct backend *be = m->be;
     const int64_t N = max_rows, D = hp->n_embd, F = hp->n_ff, Dh = hp->head_dim;
@@ -466,9 +466,11 @@ int lm_forward(struct lm_runner *r, struct lm_cache *const *caches, const int32_
         if (n_tok[s] > 1)
             decode = 0;
         if (caches[s]->n_pos + n_tok[s] > caches[s]->n_ctx)
-            return err_set(e, "lm: context limit: %lld + %lld tokens exceed the %lld positions "
-                           "of sequence %d's cache", (long long)caches[s]->n_pos,
-                           (long long)n_tok[s], (long long)caches[s]->n_ctx, s);
+            return err_set(e,
+                           "lm: context limit: %lld + %lld tokens exceed the %lld positions "
+                           "of sequence %d's cache",
+                           (long long)caches[s]->n_pos, (long long)n_tok[s],
+                           (long long)caches[s]->n_ctx, s);
         for (int t = 0; t < s; t++)
             if (caches[t] == caches[s])
                 return err_set(e, "lm: one cache given for sequences %d and %d", t, s);
@@ -507,8 +509,12 @@ int lm_forward(struct lm_runner *r, struct lm_cache *const *caches, const int32_
             const uint8_t *k = (const uint8_t *)c->k + (size_t)l * (size_t)c->layer_elems * esz;
             const uint8_t *v = (const uint8_t *)c->v + (size_t)l * (size_t)c->layer_elems * esz;
             struct attn_desc d = {
-                .n_head = (int)H, .n_kv_head = (int)G, .head_dim = (int)Dh,
-                .kv_type = c->type, .q_stride = QKV, .out_stride = HD,
+                .n_head = (int)H,
+                .n_kv_head = (int)G,
+                .head_dim = (int)Dh,
+                .kv_type = c->type,
+                .q_stride = QKV,
+                .out_stride = HD,
                 .mask = { .kind = ATTN_MASK_CAUSAL, .pos0 = c->n_pos },
             };
             op->attention(be, r->att + row0 * HD, r->qkv + row0 * QKV, k, v, n_tok[s],
@@ -547,8 +553,10 @@ int lm_prefill(struct lm_runner *r, struct lm_cache *c, const int32_t *ids, int6
     if (n < 1)
         return err_set(e, "lm: empty prompt");
     if (c->n_pos + n > c->n_ctx)
-        return err_set(e, "lm: context limit: %lld + %lld tokens exceed the %lld positions of "
-                       "the cache", (long long)c->n_pos, (long long)n, (long long)c->n_ctx);
+        return err_set(e,
+                       "lm: context limit: %lld + %lld tokens exceed the %lld positions of "
+                       "the cache",
+                       (long long)c->n_pos, (long long)n, (long long)c->n_ctx);
     for (int64_t i = 0; i < n; i++) /* checked up front: a bad id must not leave half a prompt */
         if (ids[i] < 0 || ids[i] >= r->m->hp.n_vocab)
             return err_set(e, "lm: token id %d is outside the vocabulary [0, %lld)", ids[i],

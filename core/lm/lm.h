@@ -41,23 +41,23 @@
 /* Everything the forward pass and the chat loop need, all from the file's metadata
  * (glm4.* keys, see README "Language model"). */
 struct lm_hparams {
-    int n_layer;      /* num_layers (40) */
-    int n_embd;       /* D: hidden_size (4096) */
-    int n_ff;         /* F: ffn_hidden_size (13696) */
-    int n_head;       /* H: num_attention_heads (32) */
-    int n_kv_head;    /* G: multi_query_group_num (2) */
-    int head_dim;     /* Dh: kv_channels (128) */
-    int rot_dim;      /* R: rotary dims per head (Dh / 2 = 64) */
-    int64_t n_vocab;  /* V: padded_vocab_size (168960) */
-    int64_t n_ctx;    /* seq_length: the context limit */
-    float eps;        /* layernorm_epsilon */
-    float rope_base;  /* 10000 · rope_ratio */
+    int n_layer;     /* num_layers (40) */
+    int n_embd;      /* D: hidden_size (4096) */
+    int n_ff;        /* F: ffn_hidden_size (13696) */
+    int n_head;      /* H: num_attention_heads (32) */
+    int n_kv_head;   /* G: multi_query_group_num (2) */
+    int head_dim;    /* Dh: kv_channels (128) */
+    int rot_dim;     /* R: rotary dims per head (Dh / 2 = 64) */
+    int64_t n_vocab; /* V: padded_vocab_size (168960) */
+    int64_t n_ctx;   /* seq_length: the context limit */
+    float eps;       /* layernorm_epsilon */
+    float rope_base; /* 10000 · rope_ratio */
     /* token ids */
     int32_t tok_eot, tok_gmask, tok_sop, tok_system, tok_user, tok_assistant, tok_observation;
-    int32_t tok_boa, tok_eoa;        /* <|begin_of_audio|>, <|end_of_audio|> */
-    int32_t audio_offset, n_audio;   /* <|audio_0|> and how many audio tokens exist */
+    int32_t tok_boa, tok_eoa;      /* <|begin_of_audio|>, <|end_of_audio|> */
+    int32_t audio_offset, n_audio; /* <|audio_0|> and how many audio tokens exist */
     int32_t n_stop;
-    int32_t stop[LM_MAX_STOP];       /* eos_token_id list */
+    int32_t stop[LM_MAX_STOP]; /* eos_token_id list */
 };
 
 struct lm_layer {
@@ -73,17 +73,17 @@ struct lm_layer {
 struct lm_model {
     struct gguf_file file;
     struct lm_hparams hp;
-    struct backend *be;         /* not owned */
-    const struct tensor *embd;  /* transformer.embedding.word_embeddings.weight [V, D],
-                                   read on the host (a row per token) */
-    struct tensor final_norm;   /* transformer.encoder.final_layernorm.weight [D] f32 */
-    struct tensor output;       /* transformer.output_layer.weight [V, D] */
-    struct lm_layer *layers;    /* [n_layer] */
-    struct rope_table rope;     /* positions [0, n_ctx) */
-    enum dtype wtype;           /* type of the layer matrices (for messages and benches) */
+    struct backend *be;        /* not owned */
+    const struct tensor *embd; /* transformer.embedding.word_embeddings.weight [V, D],
+                                  read on the host (a row per token) */
+    struct tensor final_norm;  /* transformer.encoder.final_layernorm.weight [D] f32 */
+    struct tensor output;      /* transformer.output_layer.weight [V, D] */
+    struct lm_layer *layers;   /* [n_layer] */
+    struct rope_table rope;    /* positions [0, n_ctx) */
+    enum dtype wtype;          /* type of the layer matrices (for messages and benches) */
     int round_bf16;
-    void *owned;                /* lm_init_random: the weights' memory */
-    struct tensor embd_owned;   /* lm_init_random: what embd points to */
+    void *owned;              /* lm_init_random: the weights' memory */
+    struct tensor embd_owned; /* lm_init_random: what embd points to */
 };
 
 struct lm_options {
@@ -92,8 +92,8 @@ struct lm_options {
 
 /* Loads and validates a model file (every shape against the metadata). -1 with e set on any
  * problem, naming the file and the key or tensor; lm_free is then harmless. opt may be NULL. */
-int lm_load(struct lm_model *m, const char *path, struct backend *be,
-            const struct lm_options *opt, struct err *e);
+int lm_load(struct lm_model *m, const char *path, struct backend *be, const struct lm_options *opt,
+            struct err *e);
 void lm_free(struct lm_model *m);
 
 /* A model with hyperparameters hp and random weights of type wtype (matrices; vectors f32)
@@ -112,12 +112,12 @@ uint64_t lm_weight_bytes(const struct lm_model *m);
 /* ---- KV cache: one per conversation ---------------------------------------------------- */
 
 struct lm_cache {
-    enum dtype type;  /* DTYPE_F32, DTYPE_F16 or DTYPE_BF16 */
-    int64_t n_ctx;    /* capacity in positions (<= hp.n_ctx) */
-    int64_t n_pos;    /* positions filled: the next token's position */
+    enum dtype type; /* DTYPE_F32, DTYPE_F16 or DTYPE_BF16 */
+    int64_t n_ctx;   /* capacity in positions (<= hp.n_ctx) */
+    int64_t n_pos;   /* positions filled: the next token's position */
     int n_layer;
     int64_t layer_elems; /* n_ctx · G · Dh */
-    void *k, *v;      /* backend memory [n_layer][n_ctx][G][Dh], K stored after RoPE */
+    void *k, *v;         /* backend memory [n_layer][n_ctx][G][Dh], K stored after RoPE */
     struct backend *be;
 };
 
@@ -135,20 +135,20 @@ struct lm_runner {
     int64_t max_rows; /* N per forward call */
     int max_seqs;     /* S per forward call */
     /* backend memory */
-    float *x;        /* [N][D] residual stream */
-    float *xn;       /* [N][D] normed input of a block */
-    float *qkv;      /* [N][QKV] */
-    float *att;      /* [N][H·Dh] attention context */
-    float *ffu;      /* [N][2F] gate | up */
-    float *ffh;      /* [N][F] SwiGLU output */
-    float *tmp;      /* [N][D] a block's output before the residual add */
-    float *last;     /* [S][D] last rows, final-normed */
-    float *logits;   /* [S][V] */
+    float *x;      /* [N][D] residual stream */
+    float *xn;     /* [N][D] normed input of a block */
+    float *qkv;    /* [N][QKV] */
+    float *att;    /* [N][H·Dh] attention context */
+    float *ffu;    /* [N][2F] gate | up */
+    float *ffh;    /* [N][F] SwiGLU output */
+    float *tmp;    /* [N][D] a block's output before the residual add */
+    float *last;   /* [S][D] last rows, final-normed */
+    float *logits; /* [S][V] */
     /* host memory */
-    float *embd_host;   /* [N][D] embedding rows before upload */
-    float *kv_host;     /* [N][2·G·Dh] K|V rows downloaded for the cache store */
-    uint16_t *kv_conv;  /* [N][G·Dh] converted row for f16/bf16 caches */
-    int64_t *pos;       /* [N] */
+    float *embd_host;  /* [N][D] embedding rows before upload */
+    float *kv_host;    /* [N][2·G·Dh] K|V rows downloaded for the cache store */
+    uint16_t *kv_conv; /* [N][G·Dh] converted row for f16/bf16 caches */
+    int64_t *pos;      /* [N] */
 };
 
 /* max_rows >= max_seqs >= 1. */

@@ -53,17 +53,18 @@ void sampler_reset(struct sampler *s, uint64_t seed)
         memset(s->seen, 0, (size_t)s->n_vocab);
 }
 
-int sampler_init(struct sampler *s, const struct sampler_params *p, int64_t n_vocab,
-                 struct err *e)
+int sampler_init(struct sampler *s, const struct sampler_params *p, int64_t n_vocab, struct err *e)
 {
     memset(s, 0, sizeof *s);
     if (n_vocab < 1)
         return err_set(e, "sampler: empty vocabulary");
     if (!(p->temperature == p->temperature) || p->top_k < 0 || !(p->top_p > 0) ||
         !(p->repetition_penalty > 0) || p->mask_from < 0)
-        return err_set(e, "sampler: bad settings (temperature %g, top_k %d, top_p %g, "
-                       "repetition penalty %g)", (double)p->temperature, p->top_k,
-                       (double)p->top_p, (double)p->repetition_penalty);
+        return err_set(e,
+                       "sampler: bad settings (temperature %g, top_k %d, top_p %g, "
+                       "repetition penalty %g)",
+                       (double)p->temperature, p->top_k, (double)p->top_p,
+                       (double)p->repetition_penalty);
     s->p = *p;
     s->n_vocab = n_vocab;
     s->val = malloc((size_t)n_vocab * sizeof *s->val);
@@ -134,8 +135,8 @@ static float kth_largest(const float *v, int32_t *idx, int64_t n, int64_t k)
 
 int32_t sampler_sample(struct sampler *s, const float *logits)
 {
-    const int64_t V = s->n_vocab, limit = s->p.mask_from > 0 && s->p.mask_from < V ?
-                                                  s->p.mask_from : V;
+    const int64_t V = s->n_vocab,
+                  limit = s->p.mask_from > 0 && s->p.mask_from < V ? s->p.mask_from : V;
     float *v = s->val;
     for (int64_t i = 0; i < limit; i++) {
         float x = logits[i];

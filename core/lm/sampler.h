@@ -29,8 +29,8 @@ struct sampler_params {
     float presence_penalty;   /* vLLM's rule (the dev branch uses 1.0); 0: off */
     int greedy;               /* 1: argmax, ignoring the rest */
     uint64_t seed;
-    int64_t mask_from;        /* ids >= mask_from are never sampled; 0: no mask */
-    int max_new;              /* the demo's 2000 (for the caller's loop) */
+    int64_t mask_from; /* ids >= mask_from are never sampled; 0: no mask */
+    int max_new;       /* the demo's 2000 (for the caller's loop) */
 };
 
 /* The official demo's settings: temperature 0.2, top_p 0.8, top_k 50, no penalties,
@@ -40,17 +40,16 @@ void sampler_defaults(struct sampler_params *p);
 struct sampler {
     struct sampler_params p;
     int64_t n_vocab;
-    uint64_t rng[4];            /* xoshiro256** */
-    double (*uniform)(void *);  /* injected uniform [0, 1) source for tests; NULL: rng */
+    uint64_t rng[4];           /* xoshiro256** */
+    double (*uniform)(void *); /* injected uniform [0, 1) source for tests; NULL: rng */
     void *uniform_ctx;
     /* scratch [n_vocab] */
     float *val;
     int32_t *idx;
-    uint8_t *seen;              /* ids accepted so far (penalties) */
+    uint8_t *seen; /* ids accepted so far (penalties) */
 };
 
-int sampler_init(struct sampler *s, const struct sampler_params *p, int64_t n_vocab,
-                 struct err *e);
+int sampler_init(struct sampler *s, const struct sampler_params *p, int64_t n_vocab, struct err *e);
 void sampler_free(struct sampler *s);
 /* Forgets the penalty history and reseeds. */
 void sampler_reset(struct sampler *s, uint64_t seed);

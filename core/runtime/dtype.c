@@ -3,10 +3,10 @@
 #include <math.h>
 #include <string.h>
 
-static const struct dtype_info type_f32 = {"f32", 1, 4};
-static const struct dtype_info type_f16 = {"f16", 1, 2};
-static const struct dtype_info type_bf16 = {"bf16", 1, 2};
-static const struct dtype_info type_q8_0 = {"q8_0", DTYPE_Q8_0_BLOCK, sizeof(struct dtype_q8_0)};
+static const struct dtype_info type_f32 = { "f32", 1, 4 };
+static const struct dtype_info type_f16 = { "f16", 1, 2 };
+static const struct dtype_info type_bf16 = { "bf16", 1, 2 };
+static const struct dtype_info type_q8_0 = { "q8_0", DTYPE_Q8_0_BLOCK, sizeof(struct dtype_q8_0) };
 
 _Static_assert(sizeof(struct dtype_q8_0) == 34, "q8_0 block must be 34 bytes");
 
@@ -23,7 +23,7 @@ const struct dtype_info *dtype_info(uint32_t id)
 
 int dtype_from_name(const char *name, enum dtype *out)
 {
-    static const enum dtype all[] = {DTYPE_F32, DTYPE_F16, DTYPE_BF16, DTYPE_Q8_0};
+    static const enum dtype all[] = { DTYPE_F32, DTYPE_F16, DTYPE_BF16, DTYPE_Q8_0 };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         if (strcmp(dtype_info(all[i])->name, name) == 0) {
             *out = all[i];
@@ -81,7 +81,7 @@ uint16_t dtype_f32_to_f16(float f)
         return sign | (abs > 0x7f800000u ? 0x7e00 : 0x7c00);
     if (abs >= 0x477ff000u) /* rounds to >= 65520: overflow to inf */
         return sign | 0x7c00;
-    if (abs < 0x38800000u) { /* below the smallest normal f16: round to a subnormal */
+    if (abs < 0x38800000u) {               /* below the smallest normal f16: round to a subnormal */
         float v = bits_f32(abs) * 0x1p24f; /* exact scaling, then round to nearest even */
         return sign | (uint16_t)lrintf(v);
     }
@@ -108,9 +108,7 @@ uint16_t dtype_f32_to_bf16(float f)
 void dtype_to_f32(enum dtype t, const void *src, float *dst, int64_t n)
 {
     switch (t) {
-    case DTYPE_F32:
-        memcpy(dst, src, (size_t)n * sizeof(float));
-        break;
+    case DTYPE_F32: memcpy(dst, src, (size_t)n * sizeof(float)); break;
     case DTYPE_F16: {
         const uint16_t *s = src;
         for (int64_t i = 0; i < n; i++)
@@ -138,9 +136,7 @@ void dtype_to_f32(enum dtype t, const void *src, float *dst, int64_t n)
 void dtype_from_f32(enum dtype t, const float *src, void *dst, int64_t n)
 {
     switch (t) {
-    case DTYPE_F32:
-        memcpy(dst, src, (size_t)n * sizeof(float));
-        break;
+    case DTYPE_F32: memcpy(dst, src, (size_t)n * sizeof(float)); break;
     case DTYPE_F16: {
         uint16_t *d = dst;
         for (int64_t i = 0; i < n; i++)

@@ -22,7 +22,7 @@ enum dtype {
     DTYPE_BF16 = 30,
 };
 
-#define DTYPE_ID_LIMIT 64 /* type ids are below this; anything else is unknown */
+#define DTYPE_ID_LIMIT   64 /* type ids are below this; anything else is unknown */
 #define DTYPE_Q8_0_BLOCK 32
 
 struct dtype_q8_0 {

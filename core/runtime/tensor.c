@@ -2,8 +2,8 @@
 
 #include <stdio.h>
 
-int tensor_init(struct tensor *t, const char *name, enum dtype type, int n_dims,
-                const int64_t *ne, const void *data)
+int tensor_init(struct tensor *t, const char *name, enum dtype type, int n_dims, const int64_t *ne,
+                const void *data)
 {
     const struct dtype_info *info = dtype_info(type);
     if (!info || n_dims < 1 || n_dims > TENSOR_MAX_DIMS)

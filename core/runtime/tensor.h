@@ -17,9 +17,9 @@
 #define TENSOR_MAX_DIMS 4
 
 struct tensor {
-    const char *name;  /* NUL-terminated; owned by whoever made the tensor */
+    const char *name; /* NUL-terminated; owned by whoever made the tensor */
     enum dtype type;
-    int n_dims;        /* 1..TENSOR_MAX_DIMS; unused ne[] are 1 */
+    int n_dims; /* 1..TENSOR_MAX_DIMS; unused ne[] are 1 */
     int64_t ne[TENSOR_MAX_DIMS];
     uint64_t nb[TENSOR_MAX_DIMS];
     const void *data;
@@ -28,8 +28,8 @@ struct tensor {
 /* Fills ne/nb for a contiguous tensor. Returns -1 when the shape is invalid for the type
  * (a non-positive dimension, ne[0] not a whole number of blocks, or a byte size that
  * overflows). */
-int tensor_init(struct tensor *t, const char *name, enum dtype type, int n_dims,
-                const int64_t *ne, const void *data);
+int tensor_init(struct tensor *t, const char *name, enum dtype type, int n_dims, const int64_t *ne,
+                const void *data);
 
 int64_t tensor_nelements(const struct tensor *t);
 uint64_t tensor_nbytes(const struct tensor *t);

@@ -13,17 +13,17 @@
 
 #include "text/bpe.h"
 
-#define WS "\\t\\n\\x{0B}\\f\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}" \
-           "\\x{202F}\\x{205F}\\x{3000}"
+#define WS                                                                             \
+    "\\t\\n\\x{0B}\\f\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}" \
+    "\\x{202F}\\x{205F}\\x{3000}"
 
-static const char bpe_pattern[] =
-    "'[sS\\x{17F}]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD]"
-    "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+"
-    "|\\p{N}{1,3}"
-    "| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*"
-    "|[" WS "]*[\\r\\n]+"
-    "|[" WS "]+(?![^" WS "])"
-    "|[" WS "]+";
+static const char bpe_pattern[] = "'[sS\\x{17F}]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD]"
+                                  "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+"
+                                  "|\\p{N}{1,3}"
+                                  "| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*"
+                                  "|[" WS "]*[\\r\\n]+"
+                                  "|[" WS "]+(?![^" WS "])"
+                                  "|[" WS "]+";
 
 /* ---- growable buffers ----------------------------------------------------------------- */
 
@@ -83,8 +83,8 @@ static uint64_t hash_bytes(const void *p, size_t n)
 }
 
 /* The id whose bytes equal p[0, n) in the index, or -1. */
-static int32_t index_find(const struct bpe *b, const uint32_t *slots, uint64_t mask,
-                          const void *p, size_t n)
+static int32_t index_find(const struct bpe *b, const uint32_t *slots, uint64_t mask, const void *p,
+                          size_t n)
 {
     for (uint64_t i = hash_bytes(p, n) & mask;; i = (i + 1) & mask) {
         uint32_t s = slots[i];
@@ -143,8 +143,10 @@ int bpe_load(struct bpe *b, const struct gguf_file *f, struct err *e)
     for (uint64_t i = 0; i < aids->count; i++) {
         int64_t id;
         if (gguf_array_i64(aids, i, &id) != 0 || id < b->n_base || id >= INT32_MAX / 2)
-            return err_set(e, "%s: glm4.tokenizer.added_ids[%llu] is not an id after the %lld "
-                           "base tokens", f->path, (unsigned long long)i, (long long)b->n_base);
+            return err_set(e,
+                           "%s: glm4.tokenizer.added_ids[%llu] is not an id after the %lld "
+                           "base tokens",
+                           f->path, (unsigned long long)i, (long long)b->n_base);
         if (id + 1 > b->n_vocab)
             b->n_vocab = id + 1;
     }
@@ -344,8 +346,8 @@ static int encode_segment(const struct bpe *b, struct work *w, pcre2_match_data 
     return 0;
 }
 
-int bpe_encode(const struct bpe *b, struct bpe_ids *out, const char *text, size_t len,
-               int prefix, struct err *e)
+int bpe_encode(const struct bpe *b, struct bpe_ids *out, const char *text, size_t len, int prefix,
+               struct err *e)
 {
     for (size_t i = 0; i < len;) {
         int k = utf8_valid_len((const uint8_t *)text + i, len - i);

@@ -31,7 +31,7 @@
 struct bpe_token {
     const char *ptr; /* bytes (not NUL-terminated); NULL: the id has no token */
     uint32_t len;
-    uint8_t added;   /* 1: an added token (decoded literally, matched before BPE) */
+    uint8_t added; /* 1: an added token (decoded literally, matched before BPE) */
 };
 
 struct bpe {
@@ -69,8 +69,8 @@ int32_t bpe_added_id(const struct bpe *b, const char *text);
 
 /* Appends the ids of text[0, len) to out; prefix adds [gMASK]<sop> first. -1 with e set for
  * invalid UTF-8 (with its byte offset) or when memory runs out. */
-int bpe_encode(const struct bpe *b, struct bpe_ids *out, const char *text, size_t len,
-               int prefix, struct err *e);
+int bpe_encode(const struct bpe *b, struct bpe_ids *out, const char *text, size_t len, int prefix,
+               struct err *e);
 
 /* Appends the text of ids to out. -1 with e set for an id that has no token. */
 int bpe_decode(const struct bpe *b, struct bpe_text *out, const int32_t *ids, int64_t n,

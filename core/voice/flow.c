@@ -40,26 +40,26 @@ static const float *flow_w(const struct flow_src *f, const char *name, int n_dim
     return (const float *)t->data;
 }
 
-#define W1(ptr, a, ...)                                                                     \
-    do {                                                                                     \
-        int64_t sh_[1] = { (a) };                                                            \
-        snprintf(nm, sizeof nm, __VA_ARGS__);                                                \
-        if (!((ptr) = flow_w(f, nm, 1, sh_, e)))                                             \
-            return -1;                                                                       \
+#define W1(ptr, a, ...)                          \
+    do {                                         \
+        int64_t sh_[1] = { (a) };                \
+        snprintf(nm, sizeof nm, __VA_ARGS__);    \
+        if (!((ptr) = flow_w(f, nm, 1, sh_, e))) \
+            return -1;                           \
     } while (0)
-#define W2(ptr, a, b, ...)                                                                  \
-    do {                                                                                     \
-        int64_t sh_[2] = { (a), (b) };                                                       \
-        snprintf(nm, sizeof nm, __VA_ARGS__);                                                \
-        if (!((ptr) = flow_w(f, nm, 2, sh_, e)))                                             \
-            return -1;                                                                       \
+#define W2(ptr, a, b, ...)                       \
+    do {                                         \
+        int64_t sh_[2] = { (a), (b) };           \
+        snprintf(nm, sizeof nm, __VA_ARGS__);    \
+        if (!((ptr) = flow_w(f, nm, 2, sh_, e))) \
+            return -1;                           \
     } while (0)
-#define W3(ptr, a, b, c, ...)                                                               \
-    do {                                                                                     \
-        int64_t sh_[3] = { (a), (b), (c) };                                                  \
-        snprintf(nm, sizeof nm, __VA_ARGS__);                                                \
-        if (!((ptr) = flow_w(f, nm, 3, sh_, e)))                                             \
-            return -1;                                                                       \
+#define W3(ptr, a, b, c, ...)                    \
+    do {                                         \
+        int64_t sh_[3] = { (a), (b), (c) };      \
+        snprintf(nm, sizeof nm, __VA_ARGS__);    \
+        if (!((ptr) = flow_w(f, nm, 3, sh_, e))) \
+            return -1;                           \
     } while (0)
 
 static int flow_get_int(const struct gguf_file *f, const char *key, int *out, int lo, int hi,
@@ -105,8 +105,7 @@ static int flow_load_hparams(struct flow_hparams *hp, const struct gguf_file *f,
         return -1;
     if (kv->count != 2 || gguf_array_i64(kv, 0, &c0) || gguf_array_i64(kv, 1, &c1) || c0 != c1 ||
         c0 < 8 || c0 > 65536 || c0 % 8)
-        return err_set(e, "%s: flow.estimator.channels must be two equal multiples of 8",
-                       f->path);
+        return err_set(e, "%s: flow.estimator.channels must be two equal multiples of 8", f->path);
     hp->ch = (int)c0;
     if (hp->d_model % hp->n_heads)
         return err_set(e, "%s: encoder width %d is not a multiple of %d heads", f->path,
@@ -119,8 +118,8 @@ static int flow_load_hparams(struct flow_hparams *hp, const struct gguf_file *f,
     return 0;
 }
 
-static int flow_load_resnet(struct flow_resnet *r, const struct flow_src *f, const char *p,
-                            int d, int o, int te, struct err *e)
+static int flow_load_resnet(struct flow_resnet *r, const struct flow_src *f, const char *p, int d,
+                            int o, int te, struct err *e)
 {
     char nm[224];
     r->d = d;
@@ -140,8 +139,8 @@ static int flow_load_resnet(struct flow_resnet *r, const struct flow_src *f, con
     return 0;
 }
 
-static int flow_load_tbs(struct flow_tb *tb, int n, const struct flow_src *f, const char *p,
-                         int c, int inner, struct err *e)
+static int flow_load_tbs(struct flow_tb *tb, int n, const struct flow_src *f, const char *p, int c,
+                         int inner, struct err *e)
 {
     char nm[224];
     for (int j = 0; j < n; j++) {
@@ -342,11 +341,11 @@ int flow_state_init(struct flow_state *s, const struct flow_model *m, int64_t ma
     int nt = pool_threads(pool);
     s->max_tokens = n;
     s->max_frames = T - 2;
-#define A(ptr, count)                                                                       \
-    do {                                                                                     \
-        (ptr) = malloc(sizeof(float) * (size_t)(count));                                    \
-        if (!(ptr))                                                                          \
-            goto oom;                                                                        \
+#define A(ptr, count)                                    \
+    do {                                                 \
+        (ptr) = malloc(sizeof(float) * (size_t)(count)); \
+        if (!(ptr))                                      \
+            goto oom;                                    \
     } while (0)
     A(s->ex, n * D);
     A(s->ey, n * D);
@@ -422,11 +421,12 @@ oom:
 
 void flow_state_free(struct flow_state *s)
 {
-    float **bufs[] = { &s->ex, &s->ey, &s->eq, &s->ek, &s->ev, &s->ectx, &s->eff, &s->pos,
-                       &s->pm, &s->qu, &s->qv, &s->sc, &s->bd, &s->h80, &s->h80t, &s->mu,
-                       &s->cond, &s->x, &s->v, &s->a, &s->b, &s->c, &s->s0, &s->s1, &s->z,
-                       &s->zy, &s->zq, &s->zk, &s->zv, &s->zctx, &s->zff, &s->temb0, &s->temb,
-                       &s->temb_m, &s->rtemb, &s->scratch };
+    float **bufs[] = { &s->ex,  &s->ey,    &s->eq,   &s->ek,     &s->ev,    &s->ectx,
+                       &s->eff, &s->pos,   &s->pm,   &s->qu,     &s->qv,    &s->sc,
+                       &s->bd,  &s->h80,   &s->h80t, &s->mu,     &s->cond,  &s->x,
+                       &s->v,   &s->a,     &s->b,    &s->c,      &s->s0,    &s->s1,
+                       &s->z,   &s->zy,    &s->zq,   &s->zk,     &s->zv,    &s->zctx,
+                       &s->zff, &s->temb0, &s->temb, &s->temb_m, &s->rtemb, &s->scratch };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(*bufs[i]);
     free(s->attn_scratch);
@@ -591,12 +591,12 @@ struct flow_half {
     struct pool *pool;          /* for the ops inside the group (NULL: groups in parallel) */
     int b0, nb;                 /* halves [b0, b0 + nb): 0 conditional, 1 unconditional */
     int64_t T;
-    float *a, *bb, *c, *s0, *s1;                 /* [nb][max(E_in, 2C)][T] / [nb][C][T] */
-    float *z, *zy, *zq, *zk, *zv, *zctx, *zff;   /* rows [nb·T][...] */
-    float *rtemb;                                /* [C] a resnet's time term */
-    float *scratch;                              /* conv scratch */
+    float *a, *bb, *c, *s0, *s1;               /* [nb][max(E_in, 2C)][T] / [nb][C][T] */
+    float *z, *zy, *zq, *zk, *zv, *zctx, *zff; /* rows [nb·T][...] */
+    float *rtemb;                              /* [C] a resnet's time term */
+    float *scratch;                            /* conv scratch */
     void *attn_scratch;
-    float *v;                                    /* [nb][M][T] the group's output */
+    float *v; /* [nb][M][T] the group's output */
     int rc;
     struct err e;
 };
@@ -697,8 +697,8 @@ static void flow_put(float *out, int64_t dst_c, int64_t c0, const float *x, int6
 
 /* Every half of the group: out + j·o_sz = conv(x + j·x_sz). */
 static int flow_conv_all(struct flow_half *h, float *out, int64_t o_sz, const float *x,
-                         int64_t x_sz, const float *w, const float *b,
-                         const struct conv_params *p, int64_t T)
+                         int64_t x_sz, const float *w, const float *b, const struct conv_params *p,
+                         int64_t T)
 {
     for (int j = 0; j < h->nb; j++)
         if (conv_1d(h->pool, out + j * o_sz, x + j * x_sz, w, b, p, T, h->scratch, &h->e))
@@ -735,8 +735,7 @@ static int flow_half_run(struct flow_half *h)
     struct conv_params pd = conv_params_make((int)C, (int)C, 3, 2, 1, 1, 1);
     struct conv_params p3 = conv_params_make((int)C, (int)C, 3, 1, 1, 1, 1);
     if (flow_level_fwd(h, &m->down[0], h->s0, X, T) ||
-        flow_conv_all(h, h->bb, C * Th, h->s0, C * T, m->down[0].conv_w, m->down[0].conv_b, &pd,
-                      T))
+        flow_conv_all(h, h->bb, C * Th, h->s0, C * T, m->down[0].conv_w, m->down[0].conv_b, &pd, T))
         return -1;
     /* down 1: at Th, skip s1, Conv k3 p1 */
     if (flow_level_fwd(h, &m->down[1], h->s1, h->bb, Th) ||
@@ -866,11 +865,10 @@ static void flow_time_grid(float *ts, int n)
     }
 }
 
-int flow_inference(const struct flow_model *m, struct flow_state *s, struct pool *pool,
-                   float *mel, int64_t *n_out, const int32_t *tokens, int64_t n_new,
-                   const int32_t *prompt, int64_t n_prompt, const float *prompt_feat,
-                   int64_t p_feat, const float *noise, float *mu_out, float *h80_out,
-                   struct err *e)
+int flow_inference(const struct flow_model *m, struct flow_state *s, struct pool *pool, float *mel,
+                   int64_t *n_out, const int32_t *tokens, int64_t n_new, const int32_t *prompt,
+                   int64_t n_prompt, const float *prompt_feat, int64_t p_feat, const float *noise,
+                   float *mu_out, float *h80_out, struct err *e)
 {
     const struct flow_hparams *hp = &m->hp;
     int64_t n = n_prompt + n_new, M = hp->n_mel;
@@ -929,8 +927,7 @@ int flow_inference(const struct flow_model *m, struct flow_state *s, struct pool
             dt = ts[step + 1] - t;
     }
     for (int64_t c = 0; c < M; c++)
-        memcpy(mel + c * (T - p_feat), s->x + c * T + p_feat,
-               sizeof(float) * (size_t)(T - p_feat));
+        memcpy(mel + c * (T - p_feat), s->x + c * T + p_feat, sizeof(float) * (size_t)(T - p_feat));
     *n_out = T - p_feat;
     return 0;
 }
@@ -941,15 +938,16 @@ double flow_flops(const struct flow_model *m, int64_t n)
     double T = (double)flow_mel_len(hp, n), Th = (double)(((int64_t)T + 1) / 2), N = (double)n;
     double D = hp->d_model, C = hp->ch, I = (double)hp->est_heads * hp->est_head_dim;
     /* encoder: q/k/v/out and the positional projection (2n-1 rows), AC, BD and P·V, FFN */
-    double enc = 2.0 * N * D * hp->embed +
-                 hp->n_layers * (2.0 * N * D * D * 4 + 2.0 * (2 * N) * D * D +
-                                 2.0 * N * N * D * 3 + 4.0 * N * D * hp->d_ff);
+    double enc =
+        2.0 * N * D * hp->embed + hp->n_layers * (2.0 * N * D * D * 4 + 2.0 * (2 * N) * D * D +
+                                                  2.0 * N * N * D * 3 + 4.0 * N * D * hp->d_ff);
     double tb_row = 2.0 * C * I * 4 + 2.0 * 8 * C * C; /* q, k, v, out; FFN 4C */
     double tb_key = 4.0 * I;                           /* q·k and p·v per (row, key) */
     /* levels: down0 at T (input 320), down1 + mids at Th (input C), up0 at Th and up1 at T
      * (input 2C); each: resnet (conv3 d→C, conv3 C→C, conv1 d→C), the blocks, a conv3 */
-    double lv[4][3] = { { T, hp->est_in, 1 }, { Th, C, 1 + hp->n_mid }, { Th, 2 * C, 1 },
-                        { T, 2 * C, 1 } };
+    double lv[4][3] = {
+        { T, hp->est_in, 1 }, { Th, C, 1 + hp->n_mid }, { Th, 2 * C, 1 }, { T, 2 * C, 1 }
+    };
     double est = 2.0 * T * (C * C * 3 + C * hp->n_mel); /* final block and projection */
     for (int i = 0; i < 4; i++) {
         double L = lv[i][0], d = lv[i][1], cnt = lv[i][2];

@@ -36,23 +36,23 @@ static const float *hift_w(const struct hift_src *f, const char *name, int n_dim
     return (const float *)t->data;
 }
 
-#define W1(ptr, name, a)                                                                    \
-    do {                                                                                     \
-        int64_t sh_[1] = { (a) };                                                            \
-        if (!((ptr) = hift_w(f, (name), 1, sh_, e)))                                         \
-            return -1;                                                                       \
+#define W1(ptr, name, a)                             \
+    do {                                             \
+        int64_t sh_[1] = { (a) };                    \
+        if (!((ptr) = hift_w(f, (name), 1, sh_, e))) \
+            return -1;                               \
     } while (0)
-#define W2(ptr, name, a, b)                                                                 \
-    do {                                                                                     \
-        int64_t sh_[2] = { (a), (b) };                                                       \
-        if (!((ptr) = hift_w(f, (name), 2, sh_, e)))                                         \
-            return -1;                                                                       \
+#define W2(ptr, name, a, b)                          \
+    do {                                             \
+        int64_t sh_[2] = { (a), (b) };               \
+        if (!((ptr) = hift_w(f, (name), 2, sh_, e))) \
+            return -1;                               \
     } while (0)
-#define W3(ptr, name, a, b, c)                                                              \
-    do {                                                                                     \
-        int64_t sh_[3] = { (a), (b), (c) };                                                  \
-        if (!((ptr) = hift_w(f, (name), 3, sh_, e)))                                         \
-            return -1;                                                                       \
+#define W3(ptr, name, a, b, c)                       \
+    do {                                             \
+        int64_t sh_[3] = { (a), (b), (c) };          \
+        if (!((ptr) = hift_w(f, (name), 3, sh_, e))) \
+            return -1;                               \
     } while (0)
 
 static int hift_get_int(const struct gguf_file *f, const char *key, int *out, int lo, int hi,
@@ -139,8 +139,8 @@ static int hift_load_hparams(struct hift_hparams *hp, const struct gguf_file *f,
         gguf_get_f32(f, "hift.lrelu_slope", &hp->lrelu_slope, e) ||
         gguf_get_f32(f, "hift.audio_limit", &hp->audio_limit, e))
         return -1;
-    if (hift_get_ints(f, "hift.upsample_rates", hp->up_rates, &hp->n_stages, 1, HIFT_MAX_STAGES,
-                      1, 64, e) ||
+    if (hift_get_ints(f, "hift.upsample_rates", hp->up_rates, &hp->n_stages, 1, HIFT_MAX_STAGES, 1,
+                      64, e) ||
         hift_get_ints(f, "hift.upsample_kernel_sizes", hp->up_kernels, &n, hp->n_stages,
                       hp->n_stages, 1, 256, e) ||
         hift_get_ints(f, "hift.resblock_kernel_sizes", hp->rb_kernels, &hp->n_kernels, 1,
@@ -153,8 +153,8 @@ static int hift_load_hparams(struct hift_hparams *hp, const struct gguf_file *f,
             hp->rb_dil[k][d] = dil[k * HIFT_N_DIL + d];
     if (hift_get_ints(f, "hift.source_resblock_kernel_sizes", hp->src_kernels, &n, hp->n_stages,
                       hp->n_stages, 1, 63, e) ||
-        hift_get_ints(f, "hift.source_resblock_dilation_sizes", dil, &n,
-                      hp->n_stages * HIFT_N_DIL, hp->n_stages * HIFT_N_DIL, 1, 64, e))
+        hift_get_ints(f, "hift.source_resblock_dilation_sizes", dil, &n, hp->n_stages * HIFT_N_DIL,
+                      hp->n_stages * HIFT_N_DIL, 1, 64, e))
         return -1;
     for (int k = 0; k < hp->n_stages; k++)
         for (int d = 0; d < HIFT_N_DIL; d++)
@@ -428,7 +428,8 @@ static int hift_resblock(const struct hift_resblock *rb, struct hift_state *s, s
         vec_copy(out, x, n);
     for (int i = 0; i < HIFT_N_DIL; i++) {
         int d = rb->dil[i];
-        struct conv_params p1 = conv_params_make(rb->ch, rb->ch, rb->k, 1, d, (rb->k * d - d) / 2, 1);
+        struct conv_params p1 =
+            conv_params_make(rb->ch, rb->ch, rb->k, 1, d, (rb->k * d - d) / 2, 1);
         struct conv_params p2 = conv_params_make(rb->ch, rb->ch, rb->k, 1, 1, (rb->k - 1) / 2, 1);
         act_snake(pool, s->t1, out, rb->a1[i], rb->ch, t);
         if (conv_1d(pool, s->t2, s->t1, rb->c1_w[i], rb->c1_b[i], &p1, t, s->scratch, e))
@@ -494,9 +495,9 @@ static void hift_source(const struct hift_model *m, struct hift_state *s, float 
     }
 }
 
-int hift_forward(const struct hift_model *m, struct hift_state *s, struct pool *pool,
-                 float *wave, float *source, float *f0_out, const float *mel, int64_t t,
-                 const float *cache_src, const float *noise, struct err *e)
+int hift_forward(const struct hift_model *m, struct hift_state *s, struct pool *pool, float *wave,
+                 float *source, float *f0_out, const float *mel, int64_t t, const float *cache_src,
+                 const float *noise, struct err *e)
 {
     const struct hift_hparams *hp = &m->hp;
     if (t < 1 || t > s->max_frames)
@@ -531,8 +532,8 @@ int hift_forward(const struct hift_model *m, struct hift_state *s, struct pool *
         struct conv_transpose_params tp = { ci, co, k, r, 1, (k - r) / 2, 0 };
         act_leaky_relu(pool, s->x, s->x, (int64_t)ci * len, hp->lrelu_slope);
         int64_t up_len = conv_transpose_1d_out_len(&tp, len);
-        if (conv_transpose_1d(pool, s->acc, s->x,
-                              m->ups_w[i], m->ups_b[i], &tp, len, s->scratch, e))
+        if (conv_transpose_1d(pool, s->acc, s->x, m->ups_w[i], m->ups_b[i], &tp, len, s->scratch,
+                              e))
             return -1;
         /* the transposed conv wrote into acc; bring it back to x (reflect-padding the last) */
         if (last) {

@@ -26,16 +26,16 @@
 #include "runtime/gguf.h"
 #include "runtime/pool.h"
 
-#define HIFT_MAX_STAGES 4
+#define HIFT_MAX_STAGES  4
 #define HIFT_MAX_KERNELS 4
-#define HIFT_N_DIL 3 /* dilations per ResBlock */
-#define HIFT_F0_LAYERS 5
+#define HIFT_N_DIL       3 /* dilations per ResBlock */
+#define HIFT_F0_LAYERS   5
 
 struct hift_hparams {
-    int in_channels;   /* 80   hift.in_channels */
-    int base_channels; /* 512  hift.base_channels */
-    int nb_harmonics;  /* 8    hift.nb_harmonics (H = 9 sinusoids) */
-    int sample_rate;   /* 22050 */
+    int in_channels;                              /* 80   hift.in_channels */
+    int base_channels;                            /* 512  hift.base_channels */
+    int nb_harmonics;                             /* 8    hift.nb_harmonics (H = 9 sinusoids) */
+    int sample_rate;                              /* 22050 */
     float nsf_alpha, nsf_sigma, voiced_threshold; /* 0.1, 0.003, 10 */
     float lrelu_slope, audio_limit;               /* 0.1, 0.99 */
     int n_stages;                                 /* len(upsample_rates) = 2 */
@@ -67,21 +67,21 @@ struct hift_model {
     const float *sd_w[HIFT_MAX_STAGES], *sd_b[HIFT_MAX_STAGES];   /* source_downs.{i} */
     struct hift_resblock src_rb[HIFT_MAX_STAGES];                 /* source_resblocks.{i} */
     struct hift_resblock rb[HIFT_MAX_STAGES * HIFT_MAX_KERNELS];  /* resblocks.{i*nk + j} */
-    const float *post_w, *post_b;     /* conv_post [n_fft+2][C_last][7], [n_fft+2] */
-    float phase[16];                  /* [H] initial harmonic phases psi_h (psi_0 = 0) */
-    struct spectral_plan plan;        /* n_fft/hop, periodic Hann */
+    const float *post_w, *post_b; /* conv_post [n_fft+2][C_last][7], [n_fft+2] */
+    float phase[16];              /* [H] initial harmonic phases psi_h (psi_0 = 0) */
+    struct spectral_plan plan;    /* n_fft/hop, periodic Hann */
 };
 
 /* Per-caller buffers for up to max_frames mel frames, allocated once (hift_state_init). */
 struct hift_state {
     int64_t max_frames;
-    float *f0a, *f0b;   /* [f0_channels][T] */
-    float *f0;          /* [T] */
-    float *stft;        /* [n_fft+2][F] */
+    float *f0a, *f0b;                    /* [f0_channels][T] */
+    float *f0;                           /* [T] */
+    float *stft;                         /* [n_fft+2][F] */
     float *x, *acc, *rbx, *t1, *t2, *si; /* [C][T_stage] each, largest stage */
-    float *spec;        /* [n_fft+2][F] conv_post output */
-    float *scratch;     /* conv / spectral scratch */
-    uint64_t rng[2];    /* production NSF noise generator */
+    float *spec;                         /* [n_fft+2][F] conv_post output */
+    float *scratch;                      /* conv / spectral scratch */
+    uint64_t rng[2];                     /* production NSF noise generator */
 };
 
 /* Reads hyperparameters and weights from an open decoder GGUF (kept open by the caller for
@@ -90,8 +90,8 @@ int hift_load(struct hift_model *m, const struct gguf_file *f, struct err *e);
 void hift_free(struct hift_model *m);
 
 /* As flow_load_from (flow.h): weights from a function, hyperparameters given. */
-typedef const float *hift_tensor_fn(void *ctx, const char *name, int n_dims,
-                                    const int64_t *shape, struct err *e);
+typedef const float *hift_tensor_fn(void *ctx, const char *name, int n_dims, const int64_t *shape,
+                                    struct err *e);
 int hift_load_from(struct hift_model *m, const struct hift_hparams *hp, hift_tensor_fn *fn,
                    void *ctx, struct err *e);
 
@@ -105,8 +105,8 @@ void hift_state_free(struct hift_state *s);
  * from s->rng) or [H][L] standard normal values for the NSF additive noise. f0_out: NULL or
  * [T]. T must be 1..s->max_frames. Returns -1 on a bad length.
  */
-int hift_forward(const struct hift_model *m, struct hift_state *s, struct pool *pool,
-                 float *wave, float *source, float *f0_out, const float *mel, int64_t n_frames,
+int hift_forward(const struct hift_model *m, struct hift_state *s, struct pool *pool, float *wave,
+                 float *source, float *f0_out, const float *mel, int64_t n_frames,
                  const float *cache_src, const float *noise, struct err *e);
 
 /* The first n uniforms in [0,1) of PyTorch's CPU generator after manual_seed(seed)

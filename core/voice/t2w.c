@@ -47,8 +47,10 @@ int t2w_schedule_parse(struct t2w_config *cfg, const char *s, struct err *e)
         char *end;
         long v = strtol(p, &end, 10);
         if (end == p || v < 5 || v > 1000)
-            return err_set(e, "block schedule '%s': each block is a number of tokens in 5..1000 "
-                           "(or use paper, main, aligned)", s);
+            return err_set(e,
+                           "block schedule '%s': each block is a number of tokens in 5..1000 "
+                           "(or use paper, main, aligned)",
+                           s);
         if (n == T2W_MAX_SCHEDULE)
             return err_set(e, "block schedule '%s': more than %d blocks", s, T2W_MAX_SCHEDULE);
         cfg->schedule[n++] = (int)v;
@@ -127,8 +129,8 @@ int t2w_init(struct t2w *t, const struct flow_model *flow, const struct hift_mod
     t->noise = malloc(sizeof(float) * (size_t)(F * M));
     t->wave = malloc(sizeof(float) * (size_t)(F * t->hop));
     t->src = malloc(sizeof(float) * (size_t)(F * t->hop));
-    if (!t->tokens || !t->pending || !t->mel_hist || !t->feat || !t->cache_mel ||
-        !t->cache_src || !t->mel || !t->mel2 || !t->noise || !t->wave || !t->src) {
+    if (!t->tokens || !t->pending || !t->mel_hist || !t->feat || !t->cache_mel || !t->cache_src ||
+        !t->mel || !t->mel2 || !t->noise || !t->wave || !t->src) {
         t2w_free(t);
         return err_set(e, "t2w: out of memory for %lld tokens", (long long)mt);
     }
@@ -200,8 +202,7 @@ static int t2w_hist_append(struct t2w *t, const float *mel, int64_t stride, int6
     return 0;
 }
 
-static int t2w_decode(struct t2w *t, const int32_t *block, int64_t n, int finalize,
-                      struct err *e)
+static int t2w_decode(struct t2w *t, const int32_t *block, int64_t n, int finalize, struct err *e)
 {
     const struct flow_hparams *hp = &t->flow->hp;
     int64_t M = t->n_mel, P = t->n_tokens, a = 0, p_feat = t->n_hist;
@@ -240,8 +241,8 @@ static int t2w_decode(struct t2w *t, const int32_t *block, int64_t n, int finali
     }
     /* 2. the flow call: Tn new frames into mel [M][Tn] */
     int64_t Tn;
-    if (flow_inference(t->flow, &t->fs, t->pool, t->mel, &Tn, block, n, prompt, K, t->feat,
-                       p_feat, noise, NULL, NULL, e))
+    if (flow_inference(t->flow, &t->fs, t->pool, t->mel, &Tn, block, n, prompt, K, t->feat, p_feat,
+                       noise, NULL, NULL, e))
         return -1;
     t->n_calls++;
     /* 3. crossfade the held-back frames into the first 34 (double, stored as float) */
@@ -265,8 +266,10 @@ static int t2w_decode(struct t2w *t, const int32_t *block, int64_t n, int finali
     int64_t keep = F;
     if (!finalize) {
         if (F <= T2W_OVERLAP + 1)
-            return err_set(e, "t2w: a block of %lld tokens gives %lld frames, too few to hold "
-                           "back %d", (long long)n, (long long)F, T2W_OVERLAP);
+            return err_set(e,
+                           "t2w: a block of %lld tokens gives %lld frames, too few to hold "
+                           "back %d",
+                           (long long)n, (long long)F, T2W_OVERLAP);
         keep = F - T2W_OVERLAP;
         for (int64_t c = 0; c < M; c++)
             memcpy(t->overlap + c * T2W_OVERLAP, t->mel2 + c * F + keep,
@@ -315,7 +318,8 @@ static int t2w_flush(struct t2w *t, struct err *e)
         if (pre)
             t->mel2[c * F] = t->cache_mel[c];
         if (ov)
-            memcpy(t->mel2 + c * F + pre, t->overlap + c * T2W_OVERLAP, sizeof(float) * T2W_OVERLAP);
+            memcpy(t->mel2 + c * F + pre, t->overlap + c * T2W_OVERLAP,
+                   sizeof(float) * T2W_OVERLAP);
     }
     if (t2w_vocode(t, F, e))
         return -1;

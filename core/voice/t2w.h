@@ -34,8 +34,8 @@
 #include "voice/hift.h"
 
 #define T2W_MAX_SCHEDULE 16
-#define T2W_OVERLAP 34 /* int(5 tokens / 12.5 · 22050 / 256) held-back mel frames */
-#define T2W_FADE (2 * T2W_OVERLAP)
+#define T2W_OVERLAP      34 /* int(5 tokens / 12.5 · 22050 / 256) held-back mel frames */
+#define T2W_FADE         (2 * T2W_OVERLAP)
 
 enum t2w_mode {
     T2W_MODE_CLEAN = 0,
@@ -46,8 +46,8 @@ struct t2w_config {
     enum t2w_mode mode;
     int schedule[T2W_MAX_SCHEDULE]; /* tokens per decode call; the last value repeats */
     int n_schedule;
-    int prompt_cap;                 /* clean mode: prompt tokens kept per call (0: all) */
-    int64_t max_tokens;             /* the longest answer, in speech tokens */
+    int prompt_cap;     /* clean mode: prompt tokens kept per call (0: all) */
+    int64_t max_tokens; /* the longest answer, in speech tokens */
     /* test hooks (NULL in production): noise for a call of T frames, [M][T] and [H][256·T] */
     const float *(*flow_noise)(void *ctx, int64_t n_frames);
     const float *(*source_noise)(void *ctx, int64_t n_frames);
@@ -62,26 +62,26 @@ struct t2w {
     struct hift_state hs;
     int n_mel, hop;
     /* answer so far */
-    int32_t *tokens;      /* [max_tokens] every token decoded so far */
+    int32_t *tokens; /* [max_tokens] every token decoded so far */
     int64_t n_tokens;
-    float *mel_hist;      /* [max_hist][M] time-major: the mel handed back by each call */
+    float *mel_hist; /* [max_hist][M] time-major: the mel handed back by each call */
     int64_t n_hist, max_hist;
-    int32_t *pending;     /* [max block] tokens waiting for a call */
+    int32_t *pending; /* [max block] tokens waiting for a call */
     int64_t n_pending;
     int block_index, block_size, finalize, done;
     /* token2wav state */
     float overlap[T2W_OVERLAP * 256]; /* [M][34] (M <= 256) */
     int have_overlap;
-    float *cache_mel;     /* [M] */
-    float *cache_src;     /* [hop] */
+    float *cache_mel; /* [M] */
+    float *cache_src; /* [hop] */
     int have_cache;
     double fade[T2W_FADE];
     /* work */
-    float *feat;          /* [M][max_hist] prompt mel, channel-major */
-    float *mel;           /* [M][T+1] the call's mel (+ the cache frame in front) */
-    float *mel2;          /* [M][T+1] */
-    float *noise;         /* [M][T] keyed noise (clean mode) */
-    float *wave, *src;    /* [hop·(T+1)] */
+    float *feat;       /* [M][max_hist] prompt mel, channel-major */
+    float *mel;        /* [M][T+1] the call's mel (+ the cache frame in front) */
+    float *mel2;       /* [M][T+1] */
+    float *noise;      /* [M][T] keyed noise (clean mode) */
+    float *wave, *src; /* [hop·(T+1)] */
     int64_t max_call_tokens, max_call_frames;
     /* output of the last push / end: n_out samples at out (valid until the next call) */
     const float *out;

@@ -27,8 +27,8 @@ int voicefile_read_f32(const char *path, int64_t unit, int64_t max_count, float 
     }
     if (size % 4 || (size / 4) % unit) {
         fclose(f);
-        return err_set(e, "%s: %ld bytes is not a whole number of %lld float32 values", path,
-                       size, (long long)unit);
+        return err_set(e, "%s: %ld bytes is not a whole number of %lld float32 values", path, size,
+                       (long long)unit);
     }
     int64_t n = size / 4;
     if (n > max_count) {
@@ -82,8 +82,8 @@ static void vf_u16(unsigned char *p, uint16_t v)
     p[1] = (unsigned char)(v >> 8);
 }
 
-int voicefile_write_wav(const char *path, const float *x, int64_t n, int sample_rate,
-                        int as_float, struct err *e)
+int voicefile_write_wav(const char *path, const float *x, int64_t n, int sample_rate, int as_float,
+                        struct err *e)
 {
     int bytes = as_float ? 4 : 2;
     if (n < 0 || (uint64_t)n * (uint64_t)bytes > 0xFFFFFFFFull - 64)

@@ -23,7 +23,7 @@ int voicefile_read_f32(const char *path, int64_t unit, int64_t max_count, float 
 int voicefile_write_f32(const char *path, const float *x, int64_t n, struct err *e);
 
 /* Writes a mono WAV: 16-bit PCM (samples clamped to [-1, 1], rounded) or IEEE float. */
-int voicefile_write_wav(const char *path, const float *x, int64_t n, int sample_rate,
-                        int as_float, struct err *e);
+int voicefile_write_wav(const char *path, const float *x, int64_t n, int sample_rate, int as_float,
+                        struct err *e);
 
 #endif

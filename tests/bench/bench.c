@@ -617,10 +617,10 @@ struct section {
 };
 
 static const struct section sections[] = {
-    { "read", section_read }, { "fma", section_fma },     { "sgemm", section_sgemm },
-    { "gemv", section_gemv }, { "batch", section_batch }, { "matmul", section_matmul },
-    { "attn", section_attn }, { "conv", section_conv },   { "lm", section_lm },
-    { "stok", section_stok }, { "voice", section_voice }, { "bf16gemm", section_bf16gemm },
+    { "read", section_read },     { "fma", section_fma },     { "sgemm", section_sgemm },
+    { "gemv", section_gemv },     { "batch", section_batch }, { "matmul", section_matmul },
+    { "attn", section_attn },     { "conv", section_conv },   { "lm", section_lm },
+    { "stok", section_stok },     { "voice", section_voice }, { "bf16gemm", section_bf16gemm },
     { "engine", section_engine },
 };
 #define N_SECTIONS (int)(sizeof sections / sizeof sections[0])

@@ -121,13 +121,14 @@ void bench_engine_run(int quick)
     printf("    %-28s %8.4f\n", "first audio id", t.first_audio_token);
     printf("    %-28s %8.4f\n", "first block of audio ids", t.first_block);
     printf("    %-28s %8.4f\n", "first PCM", t.first_pcm);
-    printf("    %-28s %8.4f (%lld text + %lld audio ids)\n", "done", t.done,
-           (long long)t.n_text, (long long)t.n_audio);
+    printf("    %-28s %8.4f (%lld text + %lld audio ids)\n", "done", t.done, (long long)t.n_text,
+           (long long)t.n_audio);
     double inside = t.stok_seconds + t.lm_seconds;
     printf("    %-28s %8.1f %% (wall %.4f s; tokenizer %.4f + LM %.4f s; decoder %.4f s runs "
-           "beside the LM)\n", "outside model compute", 100.0 * (t.done - t.voice_seconds > 0 ?
-           (t.done - inside) / t.done : 0), t.done, t.stok_seconds, t.lm_seconds,
-           t.voice_seconds);
+           "beside the LM)\n",
+           "outside model compute",
+           100.0 * (t.done - t.voice_seconds > 0 ? (t.done - inside) / t.done : 0), t.done,
+           t.stok_seconds, t.lm_seconds, t.voice_seconds);
     /* aggregate decode throughput */
     int sizes[3] = { 1, 4, 16 };
     for (int k = 0; k < 3; k++) {
@@ -138,8 +139,8 @@ void bench_engine_run(int quick)
         double dt = be_now() - a;
         engine_get_stats(eng, &s1);
         double steps = (double)(s1.decode_steps - s0.decode_steps);
-        printf("  %2d sessions: %6lld ids in %.3f s = %8.1f tokens/s (mean batch %.1f)\n",
-               sizes[k], (long long)n, dt, (double)n / dt,
+        printf("  %2d sessions: %6lld ids in %.3f s = %8.1f tokens/s (mean batch %.1f)\n", sizes[k],
+               (long long)n, dt, (double)n / dt,
                steps > 0 ? (double)(s1.decode_rows - s0.decode_rows) / steps : 0);
     }
     engine_destroy(eng);

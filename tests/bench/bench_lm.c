@@ -15,8 +15,6 @@
 
 #define LM_MAX_THREADS 2
 
-
-
 /* ---- the limits, measured in this run ------------------------------------------------- */
 
 struct read_job {
@@ -71,7 +69,8 @@ static double read_bandwidth(struct pool *pool, int threads, int quick)
 static double sgemm_rate(int threads)
 {
     const int n = 2048;
-    float *a = malloc((size_t)n * n * 4), *w = malloc((size_t)n * n * 4), *c = malloc((size_t)n * n * 4);
+    float *a = malloc((size_t)n * n * 4), *w = malloc((size_t)n * n * 4),
+          *c = malloc((size_t)n * n * 4);
     double g = 0;
     if (a && w && c) {
         for (int64_t i = 0; i < (int64_t)n * n; i++) {
@@ -95,9 +94,18 @@ static double sgemm_rate(int threads)
 static struct lm_hparams real_shape(int n_layer)
 {
     struct lm_hparams hp = {
-        .n_layer = n_layer, .n_embd = 4096, .n_ff = 13696, .n_head = 32, .n_kv_head = 2,
-        .head_dim = 128, .rot_dim = 64, .n_vocab = 8192, .n_ctx = 2048, .eps = 1.5625e-07f,
-        .rope_base = 10000.0f, .n_stop = 1,
+        .n_layer = n_layer,
+        .n_embd = 4096,
+        .n_ff = 13696,
+        .n_head = 32,
+        .n_kv_head = 2,
+        .head_dim = 128,
+        .rot_dim = 64,
+        .n_vocab = 8192,
+        .n_ctx = 2048,
+        .eps = 1.5625e-07f,
+        .rope_base = 10000.0f,
+        .n_stop = 1,
     };
     return hp;
 }
@@ -126,8 +134,8 @@ static double decode_step(struct lm_runner *r, struct lm_cache *c, int S, int64_
     return (figure_now() - t0) / steps;
 }
 
-static void run_type(enum dtype type, int n_layer, int threads, double bw, double sgemm,
-                     int quick, int decode_only)
+static void run_type(enum dtype type, int n_layer, int threads, double bw, double sgemm, int quick,
+                     int decode_only)
 {
     const char *tn = dtype_info(type)->name;
     struct lm_hparams hp = real_shape(n_layer);
@@ -191,8 +199,8 @@ static void run_type(enum dtype type, int n_layer, int threads, double bw, doubl
         free(ids);
         if (ok) {
             /* matrix flops per token over the layers (the output layer runs once) */
-            double per_tok = 2.0 * (wbytes / dtype_row_bytes(type, 32) * 32 -
-                                    (double)hp.n_vocab * hp.n_embd);
+            double per_tok =
+                2.0 * (wbytes / dtype_row_bytes(type, 32) * 32 - (double)hp.n_vocab * hp.n_embd);
             snprintf(name, sizeof name, "lm_L%d_%s_t%d_prefill%lld", n_layer, tn, threads,
                      (long long)n_prefill);
             figure_emit(name, n_prefill / tp, "tok/s", 0);
@@ -230,6 +238,5 @@ void bench_lm_run(int quick)
             run_type(types[i], 2, t, bw[t], sg[t], quick, 0);
     if (!quick) /* 8 layers: decode only, and not f32 (6.5 GB) */
         for (int i = 1; i < 4; i++)
-            run_type(types[i], 8, LM_MAX_THREADS, bw[LM_MAX_THREADS], sg[LM_MAX_THREADS], quick,
-                     1);
+            run_type(types[i], 8, LM_MAX_THREADS, bw[LM_MAX_THREADS], sg[LM_MAX_THREADS], quick, 1);
 }

@@ -27,8 +27,6 @@
 #include "voice/flow.h"
 #include "voice/hift.h"
 
-
-
 static int bv_cmp(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -47,7 +45,8 @@ static double bv_median(double *t, int n)
 static double bv_sgemm_rate(int threads)
 {
     const int n = 2048;
-    float *a = malloc((size_t)n * n * 4), *w = malloc((size_t)n * n * 4), *c = malloc((size_t)n * n * 4);
+    float *a = malloc((size_t)n * n * 4), *w = malloc((size_t)n * n * 4),
+          *c = malloc((size_t)n * n * 4);
     double g = 0;
     if (a && w && c) {
         for (int64_t i = 0; i < (int64_t)n * n; i++) {
@@ -135,10 +134,27 @@ static void bv_weights_free(struct bv_weights *w)
 static struct flow_hparams bv_flow_hp(void)
 {
     struct flow_hparams hp = {
-        .vocab = 16384, .embed = 512, .n_mel = 80, .spk_dim = 192, .frame_rate = 12.5f,
-        .sample_rate = 22050, .hop = 256, .d_model = 512, .n_heads = 8, .d_ff = 2048,
-        .n_layers = 6, .block = 10, .lr_layers = 4, .cfg_rate = 0.7f, .n_steps = 10,
-        .est_in = 320, .ch = 256, .n_tb = 4, .n_mid = 12, .est_heads = 8, .est_head_dim = 64,
+        .vocab = 16384,
+        .embed = 512,
+        .n_mel = 80,
+        .spk_dim = 192,
+        .frame_rate = 12.5f,
+        .sample_rate = 22050,
+        .hop = 256,
+        .d_model = 512,
+        .n_heads = 8,
+        .d_ff = 2048,
+        .n_layers = 6,
+        .block = 10,
+        .lr_layers = 4,
+        .cfg_rate = 0.7f,
+        .n_steps = 10,
+        .est_in = 320,
+        .ch = 256,
+        .n_tb = 4,
+        .n_mid = 12,
+        .est_heads = 8,
+        .est_head_dim = 64,
     };
     return hp;
 }
@@ -146,12 +162,26 @@ static struct flow_hparams bv_flow_hp(void)
 static struct hift_hparams bv_hift_hp(void)
 {
     struct hift_hparams hp = {
-        .in_channels = 80, .base_channels = 512, .nb_harmonics = 8, .sample_rate = 22050,
-        .nsf_alpha = 0.1f, .nsf_sigma = 0.003f, .voiced_threshold = 10.0f, .lrelu_slope = 0.1f,
-        .audio_limit = 0.99f, .n_stages = 2, .up_rates = { 8, 8 }, .up_kernels = { 16, 16 },
-        .n_fft = 16, .hop = 4, .n_kernels = 3, .rb_kernels = { 3, 7, 11 },
-        .rb_dil = { { 1, 3, 5 }, { 1, 3, 5 }, { 1, 3, 5 } }, .src_kernels = { 7, 11 },
-        .src_dil = { { 1, 3, 5 }, { 1, 3, 5 } }, .f0_channels = 512,
+        .in_channels = 80,
+        .base_channels = 512,
+        .nb_harmonics = 8,
+        .sample_rate = 22050,
+        .nsf_alpha = 0.1f,
+        .nsf_sigma = 0.003f,
+        .voiced_threshold = 10.0f,
+        .lrelu_slope = 0.1f,
+        .audio_limit = 0.99f,
+        .n_stages = 2,
+        .up_rates = { 8, 8 },
+        .up_kernels = { 16, 16 },
+        .n_fft = 16,
+        .hop = 4,
+        .n_kernels = 3,
+        .rb_kernels = { 3, 7, 11 },
+        .rb_dil = { { 1, 3, 5 }, { 1, 3, 5 }, { 1, 3, 5 } },
+        .src_kernels = { 7, 11 },
+        .src_dil = { { 1, 3, 5 }, { 1, 3, 5 } },
+        .f0_channels = 512,
     };
     return hp;
 }
@@ -215,7 +245,7 @@ void bench_voice_run(int quick)
     }
     const int prompt = quick ? 20 : 100, reps = quick ? 3 : 5, reps_s = quick ? 1 : 3;
     const double sr = 22050.0, hop = 256.0;
-    int64_t t_first = flow_mel_len(&fhp, 10);                     /* 68 */
+    int64_t t_first = flow_mel_len(&fhp, 10); /* 68 */
     int64_t t_steady = flow_mel_len(&fhp, prompt + 20) - (flow_mel_len(&fhp, prompt) - 34);
     int64_t t_max = flow_mel_len(&fhp, prompt + 20) + 2;
     float *mel = calloc((size_t)(80 * t_max), sizeof(float));
@@ -253,7 +283,7 @@ void bench_voice_run(int quick)
         figure_emit(name, th / ((double)(t_first - 34) * hop / sr), "x", 0);
         snprintf(name, sizeof name, "voice_hift_first10_t%d_gflops", threads);
         figure_emit(name, hift_flops_per_frame(&hm) * (double)(t_first - 34) / th / 1e9, "GFLOP/s",
-                sg);
+                    sg);
         snprintf(name, sizeof name, "voice_first10_t%d_latency", threads);
         figure_emit(name, tf + th, "s", 0);
         /* steady block: 20 new tokens behind the prompt */

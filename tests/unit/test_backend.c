@@ -27,8 +27,8 @@ static struct {
     const char *name;
     struct backend *(*create)(struct err *e);
 } backends[] = {
-    {"cpu, 1 thread", make_cpu1},
-    {"cpu, 2 threads", make_cpu2},
+    { "cpu, 1 thread", make_cpu1 },
+    { "cpu, 2 threads", make_cpu2 },
 };
 
 #define N_BACKENDS (int)(sizeof backends / sizeof backends[0])
@@ -83,7 +83,7 @@ static int weight(struct backend *be, struct tensor *dst, struct tensor *host, v
 
 TEST(backend_linear_all_types)
 {
-    static const enum dtype types[] = {DTYPE_F32, DTYPE_F16, DTYPE_BF16, DTYPE_Q8_0};
+    static const enum dtype types[] = { DTYPE_F32, DTYPE_F16, DTYPE_BF16, DTYPE_Q8_0 };
     const int64_t k = 96, m = 37;
     for (int b = 0; b < N_BACKENDS; b++) {
         struct err e;
@@ -95,9 +95,10 @@ TEST(backend_linear_all_types)
                 float *x = rand_array(n * k, -1, 1);
                 struct tensor w, wh, bias, bh;
                 void *ws, *bs;
-                int64_t wne[2] = {k, m}, bne[1] = {m};
+                int64_t wne[2] = { k, m }, bne[1] = { m };
                 REQUIRE(weight(be, &w, &wh, &ws, wv, types[t], 2, wne, BACKEND_WEIGHT_MATRIX) == 0);
-                REQUIRE(weight(be, &bias, &bh, &bs, bv, DTYPE_F32, 1, bne, BACKEND_WEIGHT_F32) == 0);
+                REQUIRE(weight(be, &bias, &bh, &bs, bv, DTYPE_F32, 1, bne, BACKEND_WEIGHT_F32) ==
+                        0);
                 float *dx = put(be, x, n * k);
                 float *dy = be->ops->alloc(be, (size_t)(n * m) * sizeof(float));
                 be->ops->linear(be, dy, dx, &w, &bias, n);
@@ -129,7 +130,7 @@ TEST(backend_norms_and_activations)
         float *bv = rand_array(dim, -0.5f, 0.5f);
         struct tensor w, wh, bias, bh;
         void *ws, *bs;
-        int64_t ne[1] = {dim};
+        int64_t ne[1] = { dim };
         /* norm weights stored as bf16: the backend widens them to f32 */
         REQUIRE(weight(be, &w, &wh, &ws, wv, DTYPE_BF16, 1, ne, BACKEND_WEIGHT_F32) == 0);
         REQUIRE(weight(be, &bias, &bh, &bs, bv, DTYPE_F32, 1, ne, BACKEND_WEIGHT_F32) == 0);
@@ -158,7 +159,7 @@ TEST(backend_norms_and_activations)
         dy = be->ops->alloc(be, (size_t)(n * dim) * sizeof(float));
         struct tensor gw, gwh, gb, gbh;
         void *gws, *gbs;
-        int64_t cne[1] = {n};
+        int64_t cne[1] = { n };
         float *gwv = rand_array(n, 0.5f, 1.5f), *gbv = rand_array(n, -1, 1);
         REQUIRE(weight(be, &gw, &gwh, &gws, gwv, DTYPE_F32, 1, cne, BACKEND_WEIGHT_F32) == 0);
         REQUIRE(weight(be, &gb, &gbh, &gbs, gbv, DTYPE_F32, 1, cne, BACKEND_WEIGHT_F32) == 0);
@@ -172,9 +173,9 @@ TEST(backend_norms_and_activations)
         static const struct {
             enum backend_unary f;
             float param;
-        } unary[] = {{BACKEND_GELU, 0}, {BACKEND_SILU, 0},  {BACKEND_MISH, 0},
-                     {BACKEND_TANH, 0}, {BACKEND_EXP, 0},   {BACKEND_SIN, 0},
-                     {BACKEND_ELU, 1},  {BACKEND_LEAKY_RELU, 0.1f}};
+        } unary[] = { { BACKEND_GELU, 0 }, { BACKEND_SILU, 0 },         { BACKEND_MISH, 0 },
+                      { BACKEND_TANH, 0 }, { BACKEND_EXP, 0 },          { BACKEND_SIN, 0 },
+                      { BACKEND_ELU, 1 },  { BACKEND_LEAKY_RELU, 0.1f } };
         for (size_t u = 0; u < sizeof unary / sizeof unary[0]; u++) {
             dy = be->ops->alloc(be, (size_t)(n * dim) * sizeof(float));
             be->ops->unary(be, unary[u].f, dy, dx, n * dim, unary[u].param);
@@ -207,14 +208,14 @@ TEST(backend_norms_and_activations)
         y = take(be, dy, n * h);
         for (int64_t r = 0; r < n; r++)
             for (int64_t i = 0; i < h; i++)
-                CHECK_NEAR(y[r * h + i],
-                           ref_ops_silu(x[r * 2 * h + i]) * x[r * 2 * h + h + i], 1e-5);
+                CHECK_NEAR(y[r * h + i], ref_ops_silu(x[r * 2 * h + i]) * x[r * 2 * h + h + i],
+                           1e-5);
         be->ops->release(be, sx);
         free(y);
 
         be->ops->release(be, dx);
-        free(x), free(wv), free(bv), free(ws), free(bs), free(wf), free(ref), free(gwv),
-            free(gbv), free(gws), free(gbs);
+        free(x), free(wv), free(bv), free(ws), free(bs), free(wf), free(ref), free(gwv), free(gbv),
+            free(gws), free(gbs);
         backend_free(be);
     }
 }
@@ -247,16 +248,17 @@ TEST(backend_attention_and_rope)
         double *kd = malloc((size_t)kn * sizeof(double)), *vd = malloc((size_t)kn * sizeof(double));
         for (int64_t i = 0; i < kn; i++)
             kd[i] = k[i], vd[i] = v[i];
-        struct attn_desc d = {.n_head = n_head, .n_kv_head = n_kv_head, .head_dim = hd,
-                              .kv_type = DTYPE_F32,
-                              .mask = {.kind = ATTN_MASK_CAUSAL, .pos0 = 0, .n_valid = 6}};
+        struct attn_desc d = { .n_head = n_head,
+                               .n_kv_head = n_kv_head,
+                               .head_dim = hd,
+                               .kv_type = DTYPE_F32,
+                               .mask = { .kind = ATTN_MASK_CAUSAL, .pos0 = 0, .n_valid = 6 } };
         float *dq2 = put(be, q, qn), *dk = put(be, k, kn), *dv = put(be, v, kn);
         float *dout = be->ops->alloc(be, (size_t)qn * sizeof(float));
         be->ops->attention(be, dout, dq2, dk, dv, n_q, n_kv, &d);
         float *out = take(be, dout, qn);
-        struct ref_ops_mask m = {.kind = 1, .pos0 = 0, .n_valid = 6};
-        ref_ops_attention(ref, q, kd, vd, n_q, n_kv, n_head, n_kv_head, hd, 1.0 / sqrt(hd), 0,
-                          &m);
+        struct ref_ops_mask m = { .kind = 1, .pos0 = 0, .n_valid = 6 };
+        ref_ops_attention(ref, q, kd, vd, n_q, n_kv, n_head, n_kv_head, hd, 1.0 / sqrt(hd), 0, &m);
         rf = to_float(ref, qn);
         CHECK_ARRAY_NEAR(out, rf, qn, 1e-5);
         free(rf);
@@ -264,10 +266,10 @@ TEST(backend_attention_and_rope)
         /* softmax with a block-causal mask */
         float *sx = rand_array(n_q * n_kv, -4, 4);
         float *ds = put(be, sx, n_q * n_kv);
-        struct attn_mask sm = {.kind = ATTN_MASK_BLOCK_CAUSAL, .block = 3};
+        struct attn_mask sm = { .kind = ATTN_MASK_BLOCK_CAUSAL, .block = 3 };
         be->ops->softmax(be, ds, ds, n_q, n_kv, &sm);
         float *s = take(be, ds, n_q * n_kv);
-        struct ref_ops_mask rm = {.kind = 2, .block = 3};
+        struct ref_ops_mask rm = { .kind = 2, .block = 3 };
         ref_ops_softmax(ref, sx, n_q, n_kv, &rm);
         rf = to_float(ref, n_q * n_kv);
         CHECK_ARRAY_NEAR(s, rf, n_q * n_kv, 1e-6);
@@ -292,7 +294,7 @@ TEST(backend_conv_pool_vq_spectral)
         float *bv = rand_array(c_out, -1, 1);
         struct tensor w, wh, bias, bh;
         void *ws, *bs;
-        int64_t wne[3] = {kk, c_in, c_out}, bne[1] = {c_out};
+        int64_t wne[3] = { kk, c_in, c_out }, bne[1] = { c_out };
         REQUIRE(weight(be, &w, &wh, &ws, wv, DTYPE_F16, 3, wne, BACKEND_WEIGHT_F32) == 0);
         REQUIRE(weight(be, &bias, &bh, &bs, bv, DTYPE_F32, 1, bne, BACKEND_WEIGHT_F32) == 0);
         float *wf = malloc((size_t)(c_out * c_in * kk) * sizeof(float));
@@ -310,12 +312,13 @@ TEST(backend_conv_pool_vq_spectral)
         free(y), free(ref);
 
         /* transposed: weight [C_in][C_out][K], here C_in = 6 -> C_out = 5 */
-        struct conv_transpose_params tp = {.c_in = c_in, .c_out = c_out, .k = 4, .stride = 2,
-                                           .dilation = 1, .pad = 1, .out_pad = 0};
+        struct conv_transpose_params tp = {
+            .c_in = c_in, .c_out = c_out, .k = 4, .stride = 2, .dilation = 1, .pad = 1, .out_pad = 0
+        };
         float *twv = rand_array(c_in * c_out * 4, -1, 1);
         struct tensor tw, twh;
         void *tws;
-        int64_t twne[3] = {4, c_out, c_in};
+        int64_t twne[3] = { 4, c_out, c_in };
         REQUIRE(weight(be, &tw, &twh, &tws, twv, DTYPE_F32, 3, twne, BACKEND_WEIGHT_F32) == 0);
         int64_t tt = conv_transpose_1d_out_len(&tp, t);
         dy = be->ops->alloc(be, (size_t)(c_out * tt) * sizeof(float));
@@ -350,7 +353,7 @@ TEST(backend_conv_pool_vq_spectral)
         float *cb = rand_array(9 * 6, -1, 1);
         struct tensor cw, cwh;
         void *cws;
-        int64_t cne[2] = {6, 9};
+        int64_t cne[2] = { 6, 9 };
         REQUIRE(weight(be, &cw, &cwh, &cws, cb, DTYPE_F32, 2, cne, BACKEND_WEIGHT_F32) == 0);
         float *norms = be->ops->alloc(be, 9 * sizeof(float));
         be->ops->vq_norms(be, norms, &cw);
@@ -394,7 +397,7 @@ TEST(backend_refuses_bad_input)
     struct backend *be = backend_cpu_create(1, &e);
     REQUIRE(be != NULL);
     /* a matrix of a type the kernels cannot read */
-    struct tensor bad = {.name = "w", .type = (enum dtype)2, .n_dims = 2, .ne = {32, 2, 1, 1}};
+    struct tensor bad = { .name = "w", .type = (enum dtype)2, .n_dims = 2, .ne = { 32, 2, 1, 1 } };
     struct tensor out;
     CHECK(be->ops->weight(be, &out, &bad, BACKEND_WEIGHT_MATRIX, &e) == -1);
     CHECK(strstr(e.msg, "'w'") != NULL);
@@ -412,7 +415,7 @@ TEST(backend_elementwise_and_matmul)
         float *bv = rand_array(dim, 0.1f, 1), *cv = rand_array(rows, -1, 1);
         struct tensor bias, bh, cb, cbh;
         void *bs, *cs;
-        int64_t bne[1] = {dim}, cne[1] = {rows};
+        int64_t bne[1] = { dim }, cne[1] = { rows };
         REQUIRE(weight(be, &bias, &bh, &bs, bv, DTYPE_F32, 1, bne, BACKEND_WEIGHT_F32) == 0);
         REQUIRE(weight(be, &cb, &cbh, &cs, cv, DTYPE_F32, 1, cne, BACKEND_WEIGHT_F32) == 0);
         float *dx = put(be, x, n), *dz = put(be, z, n);

@@ -97,7 +97,8 @@ TEST(bpe_encode_corpus)
             CHECK(bpe_stream_push(&b, &stream, &st, out.v[k], &e) == 0);
         CHECK(bpe_stream_flush(&stream, &st, &e) == 0);
         if ((txt.n != s.len || memcmp(txt.v, s.ptr, s.len) != 0) && bad_dec++ < 5)
-            test_fail(__FILE__, __LINE__, "string %llu does not decode back", (unsigned long long)i);
+            test_fail(__FILE__, __LINE__, "string %llu does not decode back",
+                      (unsigned long long)i);
         if ((st.n != txt.n || memcmp(st.v, txt.v, txt.n) != 0) && bad_stream++ < 5)
             test_fail(__FILE__, __LINE__, "string %llu: streaming decode differs",
                       (unsigned long long)i);

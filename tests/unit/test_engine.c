@@ -11,8 +11,9 @@
 #include "test.h"
 
 #define GOLDEN "build/golden/"
-#define GEN_CMD "/usr/bin/python3 tests/golden/lm_torch.py build/golden (and stok_torch.py, " \
-                "voice_torch.py)"
+#define GEN_CMD                                                                   \
+    "/usr/bin/python3 tests/golden/lm_torch.py build/golden (and stok_torch.py, " \
+    "voice_torch.py)"
 
 static struct backend *te_be;
 static struct engine_model_files te_files;
@@ -78,9 +79,7 @@ static int te_drain(struct engine_session *s, struct te_turn *t)
         if (!engine_next_event(s, &ev, 30.0))
             return -1;
         switch (ev.type) {
-        case ENGINE_EV_USER_TOKENIZED:
-            t->user_tokens = ev.n_tokens;
-            break;
+        case ENGINE_EV_USER_TOKENIZED: t->user_tokens = ev.n_tokens; break;
         case ENGINE_EV_TRANSCRIPT:
             if (t->n_text + (size_t)ev.n_text < sizeof t->text) {
                 memcpy(t->text + t->n_text, ev.text, (size_t)ev.n_text);
@@ -94,9 +93,7 @@ static int te_drain(struct engine_session *s, struct te_turn *t)
             memcpy(t->pcm + t->n_pcm, ev.pcm, (size_t)ev.n_pcm * sizeof *t->pcm);
             t->n_pcm += ev.n_pcm;
             break;
-        case ENGINE_EV_ERROR:
-            t->n_errors++;
-            break;
+        case ENGINE_EV_ERROR: t->n_errors++; break;
         case ENGINE_EV_TURN_DONE:
             t->reason = ev.reason;
             t->heard = ev.heard_audio_tokens;
@@ -162,8 +159,8 @@ TEST(engine_turn_equals_components)
     struct sampler_params sp;
     sampler_defaults(&sp);
     sp.greedy = 1;
-    sp.mask_from = hp->audio_offset + (m->flow->hp.vocab < hp->n_audio ? m->flow->hp.vocab
-                                                                       : hp->n_audio);
+    sp.mask_from =
+        hp->audio_offset + (m->flow->hp.vocab < hp->n_audio ? m->flow->hp.vocab : hp->n_audio);
     struct sampler smp;
     REQUIRE(sampler_init(&smp, &sp, hp->n_vocab, &e) == 0);
     REQUIRE(lm_prefill(&r, &c, ids.v, ids.n, logits, &e) == 0);
@@ -199,8 +196,8 @@ TEST(engine_turn_equals_components)
             text_ids[n_text_ids++] = ref[i];
         }
     }
-    REQUIRE(t2w_end(&t2, lm_is_stop(hp, ref[n_ref - 1]) && ref[n_ref - 1] == hp->tok_user,
-                    &e) == 0);
+    REQUIRE(t2w_end(&t2, lm_is_stop(hp, ref[n_ref - 1]) && ref[n_ref - 1] == hp->tok_user, &e) ==
+            0);
     if (t2.n_out > 0)
         memcpy(ref_pcm + n_ref_pcm, t2.out, (size_t)t2.n_out * sizeof(float));
     n_ref_pcm += t2.n_out;
@@ -267,8 +264,9 @@ TEST(engine_turn_equals_components)
     free(pcm);
 }
 
-static const char *te_texts[8] = { "hello", "what is the weather", "tell me a story",
-                                   "1 2 3", "good morning", "why?", "ok", "sing" };
+static const char *te_texts[8] = {
+    "hello", "what is the weather", "tell me a story", "1 2 3", "good morning", "why?", "ok", "sing"
+};
 
 /* Greedy output of a session is the same alone and batched with 7 others. */
 TEST(engine_batched_equals_alone)
@@ -397,9 +395,11 @@ TEST(engine_cancel_truncates)
         enum engine_status cst = engine_cancel(s, played, &e);
         REQUIRE(te_drain(s, t) == 0);
         if (getenv("PARLEY_TEST_VERBOSE"))
-            fprintf(stderr, "engine_cancel: seed %d: cancel %s, %s after %lld ids, %lld audio "
-                    "tokens heard\n", (int)seed, engine_status_name(cst),
-                    engine_done_name(t->reason), (long long)t->n_ids, (long long)t->heard);
+            fprintf(stderr,
+                    "engine_cancel: seed %d: cancel %s, %s after %lld ids, %lld audio "
+                    "tokens heard\n",
+                    (int)seed, engine_status_name(cst), engine_done_name(t->reason),
+                    (long long)t->n_ids, (long long)t->heard);
         if (cst != ENGINE_OK)
             continue;
         CHECK(t->reason == ENGINE_DONE_CANCELLED);
@@ -454,8 +454,8 @@ TEST(engine_limits)
     CHECK(engine_open(eng, &o, &x, &e) == ENGINE_ERR_SESSIONS);
     CHECK(engine_commit(a, &e) == ENGINE_ERR_INVALID);
     /* a turn that does not fit a 16-position context: typed error and a done event */
-    CHECK(engine_push_text(b, "a question much too long for sixteen positions of context",
-                           &e) == ENGINE_OK);
+    CHECK(engine_push_text(b, "a question much too long for sixteen positions of context", &e) ==
+          ENGINE_OK);
     CHECK(engine_commit(b, &e) == ENGINE_OK);
     struct te_turn *t = calloc(1, sizeof *t);
     REQUIRE(te_drain(b, t) == 0);
@@ -517,8 +517,8 @@ TEST(engine_history_modes)
         int64_t k = t1[0].n_ids;
         if (k > 0 && lm_is_stop(hp, t1[0].ids[k - 1]))
             k--;
-        int ok = chat_prompt(&ch, &pt, CHAT_MODE_TEXT, te_texts[max_new % 8], NULL, 0,
-                             hp->n_audio, &e) == 0 &&
+        int ok = chat_prompt(&ch, &pt, CHAT_MODE_TEXT, te_texts[max_new % 8], NULL, 0, hp->n_audio,
+                             &e) == 0 &&
                  bpe_encode(m->bpe, &a, pt.v, pt.n, 1, &e) == 0 &&
                  bpe_decode(m->bpe, &txt, t1[0].ids, k, &e) == 0 && txt.n > 0 &&
                  txt.v[txt.n - 1] != ' ' && txt.v[txt.n - 1] != '\n';

@@ -104,8 +104,8 @@ static void fg_case(const struct flow_model *m, struct flow_state *s, struct poo
         float *mu = malloc(sizeof(float) * (size_t)(M * T));
         float *h80 = malloc(sizeof(float) * (size_t)(M * n));
         int64_t n_out = -1;
-        int rc = flow_inference(m, s, pool, mel, &n_out, tok, n_new, ptok, n_prompt, pfeat,
-                                p_feat, noise, mu, h80, &e);
+        int rc = flow_inference(m, s, pool, mel, &n_out, tok, n_new, ptok, n_prompt, pfeat, p_feat,
+                                noise, mu, h80, &e);
         if (rc)
             test_fail(__FILE__, __LINE__, "%s: %s", name, e.msg);
         else {
@@ -165,14 +165,14 @@ TEST(flow_golden_torch)
                                  NULL, &e) == -1);
             CHECK(strstr(e.msg, "outside") != NULL);
             int32_t many[41] = { 0 };
-            CHECK(flow_inference(&m, &s, pool, mel, &n_out, many, 41, NULL, 0, NULL, 0, NULL,
-                                 NULL, NULL, &e) == -1);
+            CHECK(flow_inference(&m, &s, pool, mel, &n_out, many, 41, NULL, 0, NULL, 0, NULL, NULL,
+                                 NULL, &e) == -1);
             float feat[80 * 30] = { 0 };
-            CHECK(flow_inference(&m, &s, pool, mel, &n_out, many, 2, many, 2, feat, 30, NULL,
-                                 NULL, NULL, &e) == -1);
+            CHECK(flow_inference(&m, &s, pool, mel, &n_out, many, 2, many, 2, feat, 30, NULL, NULL,
+                                 NULL, &e) == -1);
             /* production noise: runs, finite */
-            CHECK(flow_inference(&m, &s, pool, mel, &n_out, many, 12, NULL, 0, NULL, 0, NULL,
-                                 NULL, NULL, &e) == 0);
+            CHECK(flow_inference(&m, &s, pool, mel, &n_out, many, 12, NULL, 0, NULL, 0, NULL, NULL,
+                                 NULL, &e) == 0);
             int finite = 1;
             for (int64_t i = 0; i < 80 * n_out; i++)
                 finite &= isfinite(mel[i]) != 0;

@@ -211,7 +211,8 @@ TEST(lm_batched_decode)
     int64_t na = 0, nb = 0;
     int32_t *a = meta_ids(&g, "lm.text.ids", &na), *b = meta_ids(&g, "lm.audio.ids", &nb);
     const int64_t V = x.m.hp.n_vocab;
-    float *l1 = malloc((size_t)(2 * V) * sizeof(float)), *l2 = malloc((size_t)(2 * V) * sizeof(float));
+    float *l1 = malloc((size_t)(2 * V) * sizeof(float)),
+          *l2 = malloc((size_t)(2 * V) * sizeof(float));
     struct lm_cache s[2], t[2], h;
     struct err e;
     REQUIRE(a && b && l1 && l2);
@@ -376,9 +377,19 @@ TEST(lm_refuses_bad_input)
 TEST(lm_random_model)
 {
     struct lm_hparams hp = {
-        .n_layer = 2, .n_embd = 64, .n_ff = 96, .n_head = 8, .n_kv_head = 2, .head_dim = 32,
-        .rot_dim = 16, .n_vocab = 128, .n_ctx = 32, .eps = 1e-6f, .rope_base = 10000.0f,
-        .n_stop = 2, .stop = { 5, 7 },
+        .n_layer = 2,
+        .n_embd = 64,
+        .n_ff = 96,
+        .n_head = 8,
+        .n_kv_head = 2,
+        .head_dim = 32,
+        .rot_dim = 16,
+        .n_vocab = 128,
+        .n_ctx = 32,
+        .eps = 1e-6f,
+        .rope_base = 10000.0f,
+        .n_stop = 2,
+        .stop = { 5, 7 },
     };
     static const enum dtype types[] = { DTYPE_F32, DTYPE_F16, DTYPE_BF16, DTYPE_Q8_0 };
     struct err e;

@@ -23,8 +23,8 @@ static void mark(void *arg, int64_t begin, int64_t end)
 
 TEST(pool_covers_every_index_once)
 {
-    static const int64_t sizes[] = {1, 2, 3, 7, 64, 1000, 1001};
-    static const int64_t grains[] = {1, 4, 16, 1000};
+    static const int64_t sizes[] = { 1, 2, 3, 7, 64, 1000, 1001 };
+    static const int64_t grains[] = { 1, 4, 16, 1000 };
     for (int threads = 1; threads <= 4; threads++) {
         struct pool *p = pool_create(threads);
         REQUIRE(p != NULL);
@@ -32,7 +32,7 @@ TEST(pool_covers_every_index_once)
         for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
             for (size_t g = 0; g < sizeof grains / sizeof grains[0]; g++) {
                 _Atomic int *hits = calloc((size_t)sizes[s], sizeof *hits);
-                struct cover c = {hits, sizes[s]};
+                struct cover c = { hits, sizes[s] };
                 pool_for(p, sizes[s], grains[g], mark, &c);
                 for (int64_t i = 0; i < sizes[s]; i++)
                     if (!CHECK(atomic_load(&hits[i]) == 1))
@@ -61,7 +61,7 @@ TEST(pool_splits_on_grain_boundaries)
 {
     struct pool *p = pool_create(3);
     REQUIRE(p != NULL);
-    struct ranges r = {0};
+    struct ranges r = { 0 };
     pool_for(p, 100, 8, record, &r);
     int n = atomic_load(&r.count);
     CHECK(n == 3);
@@ -77,8 +77,8 @@ TEST(pool_many_short_loops)
     /* Decode runs hundreds of tiny loops per token; the hand-off must not lose one. */
     struct pool *p = pool_create(2);
     REQUIRE(p != NULL);
-    _Atomic int hits[16] = {0};
-    struct cover c = {hits, 16};
+    _Atomic int hits[16] = { 0 };
+    struct cover c = { hits, 16 };
     for (int i = 0; i < 20000; i++)
         pool_for(p, 16, 1, mark, &c);
     for (int i = 0; i < 16; i++)
@@ -88,8 +88,8 @@ TEST(pool_many_short_loops)
 
 TEST(pool_null_runs_inline)
 {
-    _Atomic int hits[5] = {0};
-    struct cover c = {hits, 5};
+    _Atomic int hits[5] = { 0 };
+    struct cover c = { hits, 5 };
     pool_for(NULL, 5, 2, mark, &c);
     for (int i = 0; i < 5; i++)
         CHECK(atomic_load(&hits[i]) == 1);
@@ -114,7 +114,7 @@ TEST(cpu_levels)
 TEST(tensor_shapes)
 {
     struct tensor t;
-    int64_t ne[2] = {4096, 4608};
+    int64_t ne[2] = { 4096, 4608 };
     REQUIRE(tensor_init(&t, "w", DTYPE_BF16, 2, ne, NULL) == 0);
     CHECK(t.nb[0] == 2 && t.nb[1] == 8192 && t.nb[2] == 8192ull * 4608);
     CHECK(tensor_nelements(&t) == 4096ll * 4608);
@@ -123,14 +123,14 @@ TEST(tensor_shapes)
     char buf[64];
     CHECK(strcmp(tensor_shape_str(&t, buf, sizeof buf), "[4608, 4096]") == 0);
 
-    int64_t q[2] = {64, 3};
+    int64_t q[2] = { 64, 3 };
     REQUIRE(tensor_init(&t, "q", DTYPE_Q8_0, 2, q, NULL) == 0);
     CHECK(t.nb[1] == 68 && tensor_nbytes(&t) == 204);
-    int64_t partial[1] = {40};
+    int64_t partial[1] = { 40 };
     CHECK(tensor_init(&t, "q", DTYPE_Q8_0, 1, partial, NULL) == -1);
-    int64_t zero[2] = {4, 0};
+    int64_t zero[2] = { 4, 0 };
     CHECK(tensor_init(&t, "z", DTYPE_F32, 2, zero, NULL) == -1);
-    int64_t huge[4] = {1ll << 40, 1ll << 40, 1, 1};
+    int64_t huge[4] = { 1ll << 40, 1ll << 40, 1, 1 };
     CHECK(tensor_init(&t, "h", DTYPE_F32, 4, huge, NULL) == -1);
     CHECK(tensor_init(&t, "d", DTYPE_F32, 5, huge, NULL) == -1);
     CHECK(tensor_init(&t, "u", (enum dtype)7, 1, ne, NULL) == -1);

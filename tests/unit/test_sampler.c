@@ -24,7 +24,7 @@ TEST(sampler_rules)
     p.greedy = 1;
     REQUIRE(sampler_init(&s, &p, 8, &e) == 0);
     CHECK(sampler_sample(&s, lg) == 6);
-    s.p.mask_from = 6; /* ids 6, 7 are padding */
+    s.p.mask_from = 6;                  /* ids 6, 7 are padding */
     CHECK(sampler_sample(&s, lg) == 1); /* first of the tied largest */
     s.p.mask_from = 0;
 

@@ -28,11 +28,12 @@ TEST(t2w_schedule_parse_cases)
     t2w_config_default(&c);
     CHECK(t2w_schedule_parse(&c, "main", &e) == 0 && c.n_schedule == 5 && c.schedule[4] == 200);
     CHECK(t2w_schedule_parse(&c, "paper", &e) == 0 && c.n_schedule == 2 && c.schedule[1] == 20);
-    CHECK(t2w_schedule_parse(&c, "10,20,40", &e) == 0 && c.n_schedule == 3 &&
-          c.schedule[2] == 40);
+    CHECK(t2w_schedule_parse(&c, "10,20,40", &e) == 0 && c.n_schedule == 3 && c.schedule[2] == 40);
     CHECK(t2w_schedule_parse(&c, "30", &e) == 0 && c.n_schedule == 1 && c.schedule[0] == 30);
-    static const char *bad[] = { "", "x", "10,", "10,,20", "0", "4", "10;20", "-10", "10 20",
-                                 "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17" };
+    static const char *bad[] = {
+        "",  "x",     "10,", "10,,20", "0",
+        "4", "10;20", "-10", "10 20",  "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17"
+    };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         e.msg[0] = 0;
         if (!CHECK(t2w_schedule_parse(&c, bad[i], &e) == -1))
@@ -123,8 +124,9 @@ static int tg_run(struct t2w *t, const int *stream, int64_t n, int end_by_user, 
     int chunks = 0;
     *n_wave = 0;
     for (int64_t i = 0; i <= n; i++) {
-        int rc = i == n ? t2w_end(t, end_by_user, &e)
-                        : stream[i] >= 0 ? t2w_push_audio(t, stream[i], &e) : t2w_push_text(t, &e);
+        int rc = i == n           ? t2w_end(t, end_by_user, &e)
+                 : stream[i] >= 0 ? t2w_push_audio(t, stream[i], &e)
+                                  : t2w_push_text(t, &e);
         if (rc) {
             test_fail(__FILE__, __LINE__, "id %lld: %s", (long long)i, e.msg);
             return -1;
@@ -188,8 +190,8 @@ TEST(t2w_reference_mode_golden)
             printf("    %s: %d chunks, reference %lld\n", name, got, (long long)n_chunks);
         for (int i = 0; i < got && i < n_chunks; i++)
             if (!CHECK(lens[i] == want_lens[i]))
-                printf("    %s chunk %d: %lld samples, reference %d\n", name, i,
-                       (long long)lens[i], want_lens[i]);
+                printf("    %s chunk %d: %lld samples, reference %d\n", name, i, (long long)lens[i],
+                       want_lens[i]);
         /* the mel every call handed back (the prompt of the next, with Q4's extra frames) */
         snprintf(key, sizeof key, "%s.mel", name);
         const struct tensor *mt = gguf_tensor(&m.ref, key);
@@ -214,8 +216,8 @@ TEST(t2w_reference_mode_golden)
                        test_max_abs_diff(wave, (const float *)wt->data, n_wave, NULL));
                 int64_t o = 0;
                 for (int i = 0; i < got && i < 32; i++) {
-                    printf(" %.2g", test_max_abs_diff(wave + o, (const float *)wt->data + o,
-                                                      lens[i], NULL));
+                    printf(" %.2g",
+                           test_max_abs_diff(wave + o, (const float *)wt->data + o, lens[i], NULL));
                     o += lens[i];
                 }
                 printf(")\n");
@@ -274,8 +276,8 @@ TEST(t2w_clean_mode_loses_nothing)
     static const struct {
         const char *sched;
         int cap, by_user;
-    } runs[] = { { "paper", 0, 1 }, { "paper", 0, 0 }, { "main", 0, 1 }, { "10,20,40", 40, 0 },
-                 { "25,50", 30, 1 }, { "10", 20, 1 } };
+    } runs[] = { { "paper", 0, 1 },     { "paper", 0, 0 },  { "main", 0, 1 },
+                 { "10,20,40", 40, 0 }, { "25,50", 30, 1 }, { "10", 20, 1 } };
     for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
         int64_t n_mel, n_wave, n_audio;
         tg_clean_run(&m, stream, n, runs[r].sched, runs[r].cap, runs[r].by_user, NULL, &n_mel,
@@ -304,7 +306,8 @@ TEST(t2w_prompt_cap_departure)
     for (int64_t i = 0; i < n; i++)
         stream[i] = (int)((i * 7919 + 13) % m.flow.hp.vocab);
     int64_t T = flow_mel_len(&m.flow.hp, n);
-    float *ref = malloc(sizeof(float) * (size_t)(T * 80)), *cap = malloc(sizeof(float) * (size_t)(T * 80));
+    float *ref = malloc(sizeof(float) * (size_t)(T * 80)),
+          *cap = malloc(sizeof(float) * (size_t)(T * 80));
     int64_t n_ref, n_cap, nw, na;
     tg_clean_run(&m, stream, n, "paper", 0, 1, ref, &n_ref, &nw, &na);
     static const int caps[] = { 20, 40, 60 };
@@ -323,7 +326,8 @@ TEST(t2w_prompt_cap_departure)
         CHECK(sqrt(se / sr) < 1.0);
         if (tg_verbose())
             printf("  cap %d tokens, %lld-token answer (paper schedule): mel max |diff| %.3g, "
-                   "relative RMS %.3g\n", caps[c], (long long)n, peak, sqrt(se / sr));
+                   "relative RMS %.3g\n",
+                   caps[c], (long long)n, peak, sqrt(se / sr));
     }
     free(ref);
     free(cap);
