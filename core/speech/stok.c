@@ -475,10 +475,11 @@ int stok_stream_init(struct stok_stream *s, const struct stok_model *m, struct p
     s->attn_scratch = malloc(attn_scratch_size(pool, (int)(D / hp->n_head)));
     s->mm_scratch = mm ? aligned_alloc(64, (mm + 63) & ~(size_t)63) : NULL;
     s->tokens = malloc((size_t)s->cap * sizeof *s->tokens);
+    s->pcm_buf = malloc((size_t)STOK_PCM_PIECE * sizeof *s->pcm_buf);
     if (!s->rbuf || !s->win || !s->raw || !s->block_max || !s->kcache || !s->vcache || !s->melin ||
         !s->c1 || !s->c2 || !s->h || !s->ff || !s->pooled || !s->ids || !s->mel_scratch ||
         !s->conv_scratch || !s->vq_scratch || !s->attn_scratch || (mm && !s->mm_scratch) ||
-        !s->tokens) {
+        !s->tokens || !s->pcm_buf) {
         stok_stream_free(s);
         return err_set(e, "speech tokenizer: out of memory for a stream");
     }
@@ -508,6 +509,7 @@ void stok_stream_free(struct stok_stream *s)
     free(s->attn_scratch);
     free(s->mm_scratch);
     free(s->tokens);
+    free(s->pcm_buf);
     memset(s, 0, sizeof *s);
 }
 
@@ -528,10 +530,38 @@ int stok_stream_push(struct stok_stream *s, const float *pcm, int64_t n, struct 
     return 0;
 }
 
+int stok_stream_push_pcm16(struct stok_stream *s, const void *bytes, size_t n, struct err *e)
+{
+    const uint8_t *p = bytes;
+    if (s->finished)
+        return err_set(e, "speech tokenizer: audio pushed after finish");
+    while (n > 0) {
+        int64_t k = 0;
+        if (s->pcm_odd) { /* the high byte of the sample split by the last push */
+            s->pcm_buf[k++] = (float)(int16_t)(uint16_t)(s->pcm_lo | p[0] << 8) / 32768.0f;
+            s->pcm_odd = 0;
+            p++;
+            n--;
+        }
+        for (; k < STOK_PCM_PIECE && n >= 2; k++, p += 2, n -= 2)
+            s->pcm_buf[k] = (float)(int16_t)(uint16_t)(p[0] | p[1] << 8) / 32768.0f;
+        if (n == 1 && k < STOK_PCM_PIECE) { /* keep the low byte for the next push */
+            s->pcm_lo = p[0];
+            s->pcm_odd = 1;
+            n = 0;
+        }
+        if (k > 0 && stok_stream_push(s, s->pcm_buf, k, e))
+            return -1;
+    }
+    return 0;
+}
+
 int stok_stream_finish(struct stok_stream *s, struct err *e)
 {
     if (s->finished)
         return 0;
+    if (s->pcm_odd)
+        return err_set(e, "speech tokenizer: raw PCM16 ends in half a sample (odd byte count)");
     if (s->in_rate != s->m->hp.sample_rate) {
         int64_t k = resample_stream_finish(&s->rss, s->rbuf);
         if (feed(s, s->rbuf, k, e))

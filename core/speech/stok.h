@@ -151,7 +151,14 @@ struct stok_stream {
     int finished;
     int64_t n_reencoded; /* blocks encoded again because the window's floor rose */
     float *trace_pooled; /* NULL, or [cap][D]: the pooled vector of each token (tests) */
+
+    /* raw PCM16 pushes (stok_stream_push_pcm16) */
+    float *pcm_buf; /* [STOK_PCM_PIECE] samples converted at a time */
+    int pcm_odd;    /* 1: pcm_lo holds the low byte of a sample split across pushes */
+    uint8_t pcm_lo;
 };
+
+#define STOK_PCM_PIECE 4096 /* PCM16 samples converted per step of a raw push */
 
 /*
  * Sets up a stream for audio at in_rate Hz (resampled to the model rate as §2.2), at most
@@ -166,6 +173,15 @@ void stok_stream_free(struct stok_stream *s);
 /* Pushes n samples (mono, float in [-1, 1)). Returns -1 past max_seconds, after finish, or
  * on a kernel error. */
 int stok_stream_push(struct stok_stream *s, const float *pcm, int64_t n, struct err *e);
+
+/*
+ * Pushes raw little-endian signed 16-bit mono PCM at the stream's rate (the "raw PCM16 with a
+ * declared rate" of streaming clients): n bytes, any count, odd ones included: a sample split
+ * across two pushes is joined. Samples are x / 32768, as the WAV reader reads PCM16, and are
+ * resampled as stok_stream_push does, so the tokens equal the whole-file ones of that audio.
+ * stok_stream_finish refuses a stream left holding half a sample.
+ */
+int stok_stream_push_pcm16(struct stok_stream *s, const void *bytes, size_t n, struct err *e);
 
 /* The end of the audio: encodes the rest; afterwards every token is final. */
 int stok_stream_finish(struct stok_stream *s, struct err *e);

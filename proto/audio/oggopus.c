@@ -2,6 +2,7 @@
 #include "audio/oggopus.h"
 
 #include <opusfile.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,6 +14,36 @@ int oggopus_sniff(const void *data, size_t size)
     return size >= 4 && memcmp(data, "OggS", 4) == 0;
 }
 
+/* Walks the Ogg page structure (libopusfile quietly decodes what precedes a cut, so a cut
+ * upload would pass as shorter audio): the data must end exactly at the end of a page, and
+ * that page must carry the end-of-stream flag. CRCs and contents are left to libopusfile. */
+static int check_pages(const uint8_t *p, size_t size, struct err *e)
+{
+    size_t off = 0;
+    int eos = 0;
+    while (off < size) {
+        size_t left = size - off;
+        if (left < 27)
+            return err_set(e, "truncated Ogg stream: page header cut short at byte %zu", off);
+        if (memcmp(p + off, "OggS", 4) != 0)
+            return err_set(e, "corrupt Ogg stream: no page where one should start (byte %zu)", off);
+        size_t nseg = p[off + 26], len = 27 + nseg;
+        if (left < len)
+            return err_set(e, "truncated Ogg stream: segment table cut short at byte %zu", off);
+        for (size_t i = 0; i < nseg; i++)
+            len += p[off + 27 + i];
+        if (left < len)
+            return err_set(e,
+                           "truncated Ogg stream: the page at byte %zu needs %zu bytes, %zu remain",
+                           off, len, left);
+        eos = (p[off + 5] & 4) != 0;
+        off += len;
+    }
+    if (!eos)
+        return err_set(e, "truncated Ogg stream: the last page has no end-of-stream flag");
+    return 0;
+}
+
 int oggopus_decode(struct wav_audio *out, const void *data, size_t size, size_t max_bytes,
                    struct err *e)
 {
@@ -21,6 +52,8 @@ int oggopus_decode(struct wav_audio *out, const void *data, size_t size, size_t 
         return err_set(e, "file of %zu bytes is over the %zu-byte limit", size, max_bytes);
     if (!oggopus_sniff(data, size))
         return err_set(e, "not an Ogg file");
+    if (check_pages(data, size, e))
+        return -1;
     int rc = 0;
     OggOpusFile *of = op_open_memory(data, size, &rc);
     if (!of)

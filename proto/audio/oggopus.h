@@ -2,7 +2,8 @@
  * oggopus — Ogg Opus files (what browsers record) decoded with libopusfile to float samples
  * at 48 kHz, planar, as torchaudio.load's ffmpeg backend returns them (spec §2.1 [I]: the
  * decoder's output, pre-skip removed). Chained streams must keep one channel count. Bad input
- * (not Ogg, not Opus, corrupt pages, no audio, over the size limit) is refused with a message.
+ * (not Ogg, not Opus, corrupt pages, a stream cut short — last page incomplete or without the
+ * end-of-stream flag —, no audio, over the size limit) is refused with a message.
  */
 #ifndef PARLEY_OGGOPUS_H
 #define PARLEY_OGGOPUS_H

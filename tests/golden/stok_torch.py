@@ -8,6 +8,8 @@ Writes into OUTDIR:
                        44.1 (24-bit) / 48 kHz (float, stereo: another sentence on channel 1),
                        a 34 s clip whose last window's padding is 20 samples (errata E3), all
                        of lengths that are not multiples of 1280 samples;
+  stok_audio/s16k.opus the s16k clip encoded to Ogg Opus (64 kbit/s) by libopusenc (through
+                       ctypes: the library the build installs), for the Ogg Opus reader;
   stok_ckpt_a/, stok_ckpt_b/   tiny random-weight checkpoints in the released layout
                        (config.json + model.safetensors; a: bare names, 128 mel bins, one
                        head of the real size 64; b: `model.encoder.` names, 2 heads), with
@@ -24,6 +26,8 @@ rounded up to 1280 samples, transformers' Whisper log-mel (torch path), the Whis
 encoder with its causal convs, block-causal attention mask with padding, average pooling and
 the addmm VQ; tokens kept by the sample mask.
 """
+import ctypes
+import ctypes.util
 import json
 import math
 import os
@@ -88,6 +92,42 @@ def make_audio():
     for p in (a, b):
         os.remove(p)
     return clips
+
+
+def make_opus(wav_path, out_path):
+    """Encodes a mono PCM16 WAV to Ogg Opus with libopusenc (fixed serial number, fixed
+    bitrate: the same bytes on every run). Returns the OpusHead pre-skip."""
+    lib = ctypes.CDLL(ctypes.util.find_library("opusenc") or "libopusenc.so.0")
+    lib.ope_comments_create.restype = ctypes.c_void_p
+    lib.ope_encoder_create_file.restype = ctypes.c_void_p
+    lib.ope_encoder_create_file.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int32,
+                                            ctypes.c_int, ctypes.c_int,
+                                            ctypes.POINTER(ctypes.c_int)]
+    lib.ope_encoder_write.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+    lib.ope_encoder_drain.argtypes = [ctypes.c_void_p]
+    lib.ope_encoder_destroy.argtypes = [ctypes.c_void_p]
+    lib.ope_comments_destroy.argtypes = [ctypes.c_void_p]
+    lib.ope_encoder_ctl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int32]
+    rate = int(subprocess.check_output(["soxi", "-r", wav_path]).decode().strip())
+    pcm = subprocess.check_output(["sox", "-D", wav_path, "-t", "raw", "-e", "signed-integer",
+                                   "-b", "16", "-c", "1", "-"])
+    x = np.frombuffer(pcm, dtype="<i2").copy()
+    comments = lib.ope_comments_create()
+    err = ctypes.c_int(0)
+    enc = lib.ope_encoder_create_file(out_path.encode(), comments, rate, 1, 0,
+                                      ctypes.byref(err))
+    if not enc:
+        raise RuntimeError("libopusenc: cannot create %s (error %d)" % (out_path, err.value))
+    assert lib.ope_encoder_ctl(enc, 14006, 1234) == 0  # OPE_SET_SERIALNO
+    assert lib.ope_encoder_ctl(enc, 4002, 64000) == 0  # OPUS_SET_BITRATE
+    assert lib.ope_encoder_write(enc, x.ctypes.data, x.shape[0]) == 0
+    assert lib.ope_encoder_drain(enc) == 0
+    lib.ope_encoder_destroy(enc)
+    lib.ope_comments_destroy(comments)
+    with open(out_path, "rb") as f:
+        head = f.read(64)
+    i = head.find(b"OpusHead")
+    return struct.unpack("<H", head[i + 10:i + 12])[0], x.shape[0], rate
 
 
 def load(path):
@@ -350,6 +390,10 @@ def main():
             w.add_tensor("%s.margin_%s" % (name, m), margin.numpy())
             worst_margin = min(worst_margin, float(margin.min()))
     w.add("stok_torch.kernel_rates", sorted(kernels), gguf.UINT32)
+    pre_skip, n_src, src_rate = make_opus(clips["s16k"], os.path.join(AUDIO, "s16k.opus"))
+    w.add("opus.pre_skip", pre_skip, gguf.UINT32)
+    w.add("opus.source_frames", n_src, gguf.UINT32)
+    w.add("opus.source_rate", src_rate, gguf.UINT32)
     w.write(os.path.join(OUT, "stok_torch.gguf"))
     print("stok_torch: %d clips, smallest relative VQ margin %.3g" % (len(names), worst_margin))
 
