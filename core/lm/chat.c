@@ -25,27 +25,9 @@ void chat_free(struct chat *c)
     bpe_text_free(&c->prev_completion);
 }
 
-static int put(struct bpe_text *b, const char *p, size_t n)
-{
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        char *v = realloc(b->v, cap);
-        if (!v)
-            return -1;
-        b->v = v;
-        b->cap = cap;
-    }
-    memcpy(b->v + b->n, p, n);
-    b->n += n;
-    b->v[b->n] = 0;
-    return 0;
-}
-
 static int puts_(struct bpe_text *b, const char *s)
 {
-    return put(b, s, strlen(s));
+    return bpe_text_append(b, s, strlen(s));
 }
 
 /* Length of the whitespace character (as Python's str.isspace sees it) at p, or 0. */
@@ -74,8 +56,9 @@ int chat_prompt(const struct chat *c, struct bpe_text *out, enum chat_mode mode,
     out->n = 0;
     /* 1. strip(prev_input + prev_completion) */
     struct bpe_text hist = { 0 };
-    if (put(&hist, c->prev_input.v ? c->prev_input.v : "", c->prev_input.n) ||
-        put(&hist, c->prev_completion.v ? c->prev_completion.v : "", c->prev_completion.n))
+    if (bpe_text_append(&hist, c->prev_input.v ? c->prev_input.v : "", c->prev_input.n) ||
+        bpe_text_append(&hist, c->prev_completion.v ? c->prev_completion.v : "",
+                        c->prev_completion.n))
         goto oom;
     const unsigned char *h = (const unsigned char *)hist.v;
     size_t b = 0, end = hist.n;
@@ -90,7 +73,7 @@ int chat_prompt(const struct chat *c, struct bpe_text *out, enum chat_mode mode,
         else
             break;
     }
-    if (put(out, hist.v + b, end - b))
+    if (bpe_text_append(out, hist.v + b, end - b))
         goto oom;
     bpe_text_free(&hist);
     /* 2. the system prompt, once */

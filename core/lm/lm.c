@@ -18,22 +18,11 @@
 
 /* ---- loading --------------------------------------------------------------------------- */
 
-static int get_int(const struct gguf_file *f, const char *key, int64_t lo, int64_t hi, int64_t *out,
-                   struct err *e)
-{
-    if (gguf_get_i64(f, key, out, e) != 0)
-        return -1;
-    if (*out < lo || *out > hi)
-        return err_set(e, "%s: %s = %lld is out of range [%lld, %lld]", f->path, key,
-                       (long long)*out, (long long)lo, (long long)hi);
-    return 0;
-}
-
 static int get_i32(const struct gguf_file *f, const char *key, int64_t lo, int64_t hi, int32_t *out,
                    struct err *e)
 {
     int64_t v;
-    if (get_int(f, key, lo, hi, &v, e) != 0)
+    if (gguf_get_int(f, key, lo, hi, &v, e) != 0)
         return -1;
     *out = (int32_t)v;
     return 0;
@@ -43,7 +32,7 @@ static int get_int_field(const struct gguf_file *f, const char *key, int64_t lo,
                          int *out, struct err *e)
 {
     int64_t v;
-    if (get_int(f, key, lo, hi, &v, e) != 0)
+    if (gguf_get_int(f, key, lo, hi, &v, e) != 0)
         return -1;
     *out = (int)v;
     return 0;
@@ -66,8 +55,8 @@ static int load_hparams(struct lm_hparams *hp, const struct gguf_file *f, struct
         get_int_field(f, "glm4.attention.head_count_kv", 1, 4096, &hp->n_kv_head, e) ||
         get_int_field(f, "glm4.attention.key_length", 2, 4096, &hp->head_dim, e) ||
         get_int_field(f, "glm4.rope.dimension_count", 2, 4096, &hp->rot_dim, e) ||
-        get_int(f, "glm4.vocab_size", 1, INT32_MAX, &hp->n_vocab, e) ||
-        get_int(f, "glm4.context_length", 1, INT64_C(1) << 24, &hp->n_ctx, e) ||
+        gguf_get_int(f, "glm4.vocab_size", 1, INT32_MAX, &hp->n_vocab, e) ||
+        gguf_get_int(f, "glm4.context_length", 1, INT64_C(1) << 24, &hp->n_ctx, e) ||
         gguf_get_f32(f, "glm4.attention.layer_norm_rms_epsilon", &hp->eps, e) ||
         gguf_get_f32(f, "glm4.rope.freq_base", &hp->rope_base, e))
         return -1;

@@ -800,6 +800,19 @@ int gguf_get_i64(const struct gguf_file *f, const char *key, int64_t *out, struc
     return 0;
 }
 
+int gguf_get_int(const struct gguf_file *f, const char *key, int64_t lo, int64_t hi, int64_t *out,
+                 struct err *e)
+{
+    int64_t v;
+    if (gguf_get_i64(f, key, &v, e) != 0)
+        return -1;
+    if (v < lo || v > hi)
+        return err_set(e, "%s: %s = %lld is outside [%lld, %lld]", f->path, key, (long long)v,
+                       (long long)lo, (long long)hi);
+    *out = v;
+    return 0;
+}
+
 int gguf_get_f32(const struct gguf_file *f, const char *key, float *out, struct err *e)
 {
     const struct gguf_kv *kv;

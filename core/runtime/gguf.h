@@ -110,6 +110,10 @@ const struct tensor *gguf_tensor(const struct gguf_file *f, const char *name);
  */
 int gguf_get_u32(const struct gguf_file *f, const char *key, uint32_t *out, struct err *e);
 int gguf_get_i64(const struct gguf_file *f, const char *key, int64_t *out, struct err *e);
+/* An integer key whose value must lie in [lo, hi]; the message names the file, key, value and
+ * range otherwise. */
+int gguf_get_int(const struct gguf_file *f, const char *key, int64_t lo, int64_t hi, int64_t *out,
+                 struct err *e);
 int gguf_get_f32(const struct gguf_file *f, const char *key, float *out, struct err *e);
 int gguf_get_bool(const struct gguf_file *f, const char *key, int *out, struct err *e);
 int gguf_get_str(const struct gguf_file *f, const char *key, char *buf, size_t len, struct err *e);

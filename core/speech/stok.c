@@ -26,10 +26,8 @@ static int get_int(const struct gguf_file *f, const char *key, int lo, int hi, i
     int64_t v;
     char k[96];
     snprintf(k, sizeof k, STOK_ARCH ".%s", key);
-    if (gguf_get_i64(f, k, &v, e))
+    if (gguf_get_int(f, k, lo, hi, &v, e))
         return -1;
-    if (v < lo || v > hi)
-        return err_set(e, "%s: %s = %lld outside %d..%d", f->path, k, (long long)v, lo, hi);
     *out = (int)v;
     return 0;
 }

@@ -53,7 +53,7 @@ static int ids_push(struct bpe_ids *b, int32_t id)
     return 0;
 }
 
-static int text_append(struct bpe_text *b, const void *p, size_t n)
+int bpe_text_append(struct bpe_text *b, const void *p, size_t n)
 {
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 64;
@@ -417,32 +417,32 @@ static int utf8_feed(struct bpe_stream *s, struct bpe_text *out, uint8_t c)
             int need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
             if (s->n_pend == need) {
                 s->n_pend = 0;
-                return text_append(out, s->pend, (size_t)need);
+                return bpe_text_append(out, s->pend, (size_t)need);
             }
             return 0;
         }
         s->n_pend = 0;
-        if (text_append(out, replacement, 3) != 0)
+        if (bpe_text_append(out, replacement, 3) != 0)
             return -1;
     }
     if (c < 0x80)
-        return text_append(out, &c, 1);
+        return bpe_text_append(out, &c, 1);
     if ((c >= 0xC2 && c <= 0xDF) || (c >= 0xE0 && c <= 0xF4)) {
         s->pend[0] = c;
         s->n_pend = 1;
         return 0;
     }
-    return text_append(out, replacement, 3);
+    return bpe_text_append(out, replacement, 3);
 }
 
 int bpe_stream_flush(struct bpe_stream *s, struct bpe_text *out, struct err *e)
 {
     if (s->n_pend) {
         s->n_pend = 0;
-        if (text_append(out, replacement, 3) != 0)
+        if (bpe_text_append(out, replacement, 3) != 0)
             return err_set(e, "bpe: out of memory");
     }
-    if (!out->v && text_append(out, "", 0) != 0) /* always NUL-terminated */
+    if (!out->v && bpe_text_append(out, "", 0) != 0) /* always NUL-terminated */
         return err_set(e, "bpe: out of memory");
     return 0;
 }
@@ -454,14 +454,14 @@ int bpe_stream_push(const struct bpe *b, struct bpe_stream *s, struct bpe_text *
         return err_set(e, "bpe: id %d has no token", id);
     const struct bpe_token *t = &b->tokens[id];
     if (t->added) {
-        if (bpe_stream_flush(s, out, e) != 0 || text_append(out, t->ptr, t->len) != 0)
+        if (bpe_stream_flush(s, out, e) != 0 || bpe_text_append(out, t->ptr, t->len) != 0)
             return err_set(e, "bpe: out of memory");
         return 0;
     }
     for (uint32_t i = 0; i < t->len; i++)
         if (utf8_feed(s, out, (uint8_t)t->ptr[i]) != 0)
             return err_set(e, "bpe: out of memory");
-    if (!out->v && text_append(out, "", 0) != 0) /* always NUL-terminated */
+    if (!out->v && bpe_text_append(out, "", 0) != 0) /* always NUL-terminated */
         return err_set(e, "bpe: out of memory");
     return 0;
 }

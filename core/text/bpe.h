@@ -58,6 +58,8 @@ struct bpe_text {
 };
 void bpe_ids_free(struct bpe_ids *b);
 void bpe_text_free(struct bpe_text *b);
+/* Appends n bytes (keeping the NUL after them); -1 when out of memory. */
+int bpe_text_append(struct bpe_text *b, const void *p, size_t n);
 
 /* Loads the vocabulary from an LM file's metadata. -1 with e set when keys are missing or
  * inconsistent (ranks with duplicate bytes, added ids inside the base range or repeated). */

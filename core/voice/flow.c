@@ -66,10 +66,8 @@ static int flow_get_int(const struct gguf_file *f, const char *key, int *out, in
                         struct err *e)
 {
     int64_t v;
-    if (gguf_get_i64(f, key, &v, e))
+    if (gguf_get_int(f, key, lo, hi, &v, e))
         return -1;
-    if (v < lo || v > hi)
-        return err_set(e, "%s: %s = %lld is outside [%d, %d]", f->path, key, (long long)v, lo, hi);
     *out = (int)v;
     return 0;
 }
