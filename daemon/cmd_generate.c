@@ -78,6 +78,8 @@ static int parse_id_list(const char *s, struct bpe_ids *out)
             return -1;
         if (push_id(out, (int32_t)v) != 0)
             return -1;
+        if (*end && !end[1])
+            return -1; /* "1," */
         s = *end ? end + 1 : end;
     }
     return out->n > 0 ? 0 : -1;
@@ -142,22 +144,31 @@ int cmd_generate(int argc, char **argv)
                         "ID,...) [--greedy] [--seed N] [--max-new N] [--print-ids]\n");
         return CMD_EXIT_USAGE;
     }
+    /* checked before the model is loaded: a typo costs nothing */
+    struct bpe_ids prompt = { 0 };
+    if (ids_arg && parse_id_list(ids_arg, &prompt) != 0) {
+        fprintf(stderr, "parley: --ids: expected comma-separated token ids (integers >= 0)\n");
+        bpe_ids_free(&prompt);
+        return CMD_EXIT_USAGE;
+    }
 
     struct err e;
     struct backend *be = backend_cpu_create((int)threads, &e);
     if (!be) {
         fprintf(stderr, "parley: %s\n", e.msg);
+        bpe_ids_free(&prompt);
         return 1;
     }
     struct lm_model m;
     if (lm_load(&m, model, be, NULL, &e) != 0) {
         fprintf(stderr, "parley: %s\n", e.msg);
+        bpe_ids_free(&prompt);
         backend_free(be);
         return CMD_EXIT_USAGE;
     }
     const struct lm_hparams *hp = &m.hp;
     struct bpe b;
-    struct bpe_ids prompt = { 0 }, gen = { 0 };
+    struct bpe_ids gen = { 0 };
     struct bpe_text ptext = { 0 }, out = { 0 };
     struct lm_runner r;
     struct lm_cache c;
@@ -176,8 +187,21 @@ int cmd_generate(int argc, char **argv)
         chat_free(&ch);
         if (bad)
             goto fail;
-    } else if (parse_id_list(ids_arg, &prompt) != 0) {
-        fprintf(stderr, "parley: --ids: expected comma-separated token ids\n");
+    } else {
+        for (int64_t i = 0; i < prompt.n; i++) {
+            if (prompt.v[i] >= hp->n_vocab) {
+                fprintf(stderr, "parley: --ids: id %d is outside the vocabulary [0, %lld)\n",
+                        prompt.v[i], (long long)hp->n_vocab);
+                rc = CMD_EXIT_USAGE;
+                goto done;
+            }
+        }
+    }
+    if (prompt.n > hp->n_ctx) {
+        fprintf(stderr,
+                "parley: the prompt's %lld tokens do not fit in the model's context of "
+                "%lld positions\n",
+                (long long)prompt.n, (long long)hp->n_ctx);
         rc = CMD_EXIT_USAGE;
         goto done;
     }
