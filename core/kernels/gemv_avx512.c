@@ -15,6 +15,11 @@
  * (interleaved streams) or K-blocked walks over a group of rows ran 15-50 % slower, and a
  * software prefetch a few KiB ahead is needed because the hardware prefetchers stop at 4 KiB
  * pages. With several activation rows the K-blocked walk is used anyway: x then stays in L1.
+ * Once x outgrows L1 (down projection, K = 13696: 54 KB of f32 against a 48 KB L1) every x
+ * load of a row-at-a-time walk misses L1 and one activation row ran at 62-72 % of the read
+ * bandwidth; there GROUP_N rows run side by side over each load of x (stream_group), which cut
+ * the x traffic from L2 by that factor and measured 83-86 % (bf16, f16), 76 % (Q8_0), 97 %
+ * (f32) on one core, against 70, 62 and 85 % for the row-at-a-time or K-blocked walks.
  */
 #include <immintrin.h>
 #include <string.h>
@@ -32,12 +37,15 @@
 /* Blocked path (R > 1): weight rows per group, and bytes of x kept in L1 per K block. */
 #define GROUP         16
 #define X_BLOCK_BYTES 16384
-/* One activation row of Q8_0 (more work per byte than the other types) runs faster K-blocked
- * once x outgrows L1 (down projection, K = 13696: measured 24 vs 18 GB/s on one core); the
- * other types stream faster whatever K. */
-#define X_STREAM_Q8_0 40960
-#define X_BLOCK_ONE   28672
 #define BLOCK_PF      8192 /* prefetch distance of the blocked walk (measured best of 1-16 KiB) */
+
+/* One activation row whose x is over X_STREAM bytes (no longer fits L1 beside the weight
+ * stream): GROUP_N weight rows side by side, each prefetched GROUP_PF bytes ahead (Q8_0:
+ * GROUP_PF_Q8_0; measured on one core at K = 13696, best of 2-8 rows and 0.5-4 KiB). */
+#define X_STREAM      40960
+#define GROUP_N       7
+#define GROUP_PF      1024
+#define GROUP_PF_Q8_0 2048
 
 static inline __attribute__((always_inline)) size_t chunk_bytes(enum dtype t)
 {
@@ -245,6 +253,74 @@ static inline __attribute__((always_inline)) void stream_rows(const struct gemv_
     }
 }
 
+/* One activation row, NP (<= 8) weight rows side by side over each load of x: x comes from L2
+ * once per NP rows instead of once per row. Each row's accumulators see the same operations
+ * in the same order as in stream_rows, so the result does not depend on the grouping (nor on
+ * where a thread's rows start). */
+static inline __attribute__((always_inline)) void
+stream_group(const struct gemv_args *a, int64_t m0, int64_t m1, const int NP, const enum dtype t)
+{
+    const int64_t nc = a->k / CHUNK;
+    const size_t cb = chunk_bytes(t);
+    int64_t m = m0;
+    for (; m + NP <= m1; m += NP) {
+        const uint8_t *r0 = a->w + (size_t)m * a->w_stride;
+        __m512 acc[8][2][2];
+        __m512 wl, wh, xl, xh;
+        const float *x = a->x;
+#pragma GCC unroll 8
+        for (int i = 0; i < NP; i++)
+            acc[i][0][0] = acc[i][0][1] = acc[i][1][0] = acc[i][1][1] = _mm512_setzero_ps();
+        int64_t c = 0;
+        for (; c + 1 < nc; c += 2) {
+#pragma GCC unroll 8
+            for (int i = 0; i < NP; i++) {
+                const char *f = (const char *)r0 + (size_t)i * a->w_stride + (size_t)c * cb +
+                                (t == DTYPE_Q8_0 ? GROUP_PF_Q8_0 : GROUP_PF);
+                _mm_prefetch(f, PF_HINT);
+                _mm_prefetch(f + cb, PF_HINT);
+                if (cb > 64) {
+                    _mm_prefetch(f + 64, PF_HINT);
+                    _mm_prefetch(f + cb + 64, PF_HINT);
+                }
+            }
+#pragma GCC unroll 2
+            for (int p = 0; p < 2; p++) {
+                xl = _mm512_loadu_ps(x + (c + p) * CHUNK);
+                xh = _mm512_loadu_ps(x + (c + p) * CHUNK + 16);
+#pragma GCC unroll 8
+                for (int i = 0; i < NP; i++) {
+                    load_chunk(t, r0 + (size_t)i * a->w_stride, c + p, &wl, &wh);
+                    acc[i][p][0] = _mm512_fmadd_ps(wl, xl, acc[i][p][0]);
+                    acc[i][p][1] = _mm512_fmadd_ps(wh, xh, acc[i][p][1]);
+                }
+            }
+        }
+        if (c < nc) {
+            xl = _mm512_loadu_ps(x + c * CHUNK);
+            xh = _mm512_loadu_ps(x + c * CHUNK + 16);
+#pragma GCC unroll 8
+            for (int i = 0; i < NP; i++) {
+                load_chunk(t, r0 + (size_t)i * a->w_stride, c, &wl, &wh);
+                acc[i][0][0] = _mm512_fmadd_ps(wl, xl, acc[i][0][0]);
+                acc[i][0][1] = _mm512_fmadd_ps(wh, xh, acc[i][0][1]);
+            }
+        }
+        pair_acc am[8][GEMV_MAX_ROWS];
+#pragma GCC unroll 8
+        for (int i = 0; i < NP; i++) {
+            for (int p = 0; p < 2; p++)
+                for (int h = 0; h < 2; h++)
+                    am[i][0][p][h] = acc[i][p][h];
+            /* the partial last chunk */
+            segment(a, m + i, nc, nc, 1, am[i], a->x, a->ldx, 0, (const char *)r0, 1, t);
+        }
+        finish(a, m, NP, 1, am);
+    }
+    if (m < m1)
+        stream_rows(a, m, m1, t);
+}
+
 /*
  * Several activation rows: x no longer fits the L1 cache whole, and streaming all of it from
  * L2 for every weight row costs more than the weights themselves. So K is cut in blocks whose
@@ -258,16 +334,14 @@ static inline __attribute__((always_inline)) void
 blocked_rows(const struct gemv_args *a, int64_t m0, int64_t m1, const int R, const enum dtype t)
 {
     const int64_t nc = a->k / CHUNK, nk = (a->k + CHUNK - 1) / CHUNK;
-    const int64_t kbc = (R == 1 ? X_BLOCK_ONE : X_BLOCK_BYTES) /
-                        (R * CHUNK * (int64_t)sizeof(float)); /* chunks per K block */
+    const int64_t kbc = X_BLOCK_BYTES / (R * CHUNK * (int64_t)sizeof(float)); /* chunks per block */
     const size_t cb = chunk_bytes(t);
     /* prefetch the segment this many segments ahead, at least BLOCK_PF bytes away */
     const int64_t ahead = (BLOCK_PF + (int64_t)(kbc * cb) - 1) / (int64_t)(kbc * cb);
     const int aligned = ((uintptr_t)a->x % 64 == 0) && (a->ldx % 16 == 0);
     pair_acc acc[GROUP][GEMV_MAX_ROWS];
     const int R1 = R < SUB_ROWS ? R : SUB_ROWS, R2 = R - R1;
-    float xcopy[(X_BLOCK_BYTES > X_BLOCK_ONE ? X_BLOCK_BYTES : X_BLOCK_ONE) / sizeof(float)]
-        __attribute__((aligned(64)));
+    float xcopy[X_BLOCK_BYTES / sizeof(float)] __attribute__((aligned(64)));
 
     for (int64_t g = m0; g < m1; g += GROUP) {
         int64_t gn = m1 - g < GROUP ? m1 - g : GROUP;
@@ -302,8 +376,10 @@ blocked_rows(const struct gemv_args *a, int64_t m0, int64_t m1, const int R, con
 #define DEFINE_KERNEL(T, TN, R)                                                      \
     static void kernel_##TN##_##R(const struct gemv_args *a, int64_t m0, int64_t m1) \
     {                                                                                \
-        if (R == 1 && (T != DTYPE_Q8_0 || a->k * 4 <= X_STREAM_Q8_0))                \
+        if (R == 1 && a->k * 4 <= X_STREAM)                                          \
             stream_rows(a, m0, m1, T);                                               \
+        else if (R == 1)                                                             \
+            stream_group(a, m0, m1, GROUP_N, T);                                     \
         else                                                                         \
             blocked_rows(a, m0, m1, R, T);                                           \
     }
