@@ -210,7 +210,7 @@ FORMAT_SRC = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 format:
 	clang-format -i $(FORMAT_SRC)
 format-check:
-	clang-format --dry-run --Werror $(FORMAT_SRC)
+	@clang-format --dry-run --Werror $(FORMAT_SRC) && echo "format-check: $(words $(FORMAT_SRC)) files conform"
 
 clean:
 	rm -rf build
