@@ -60,7 +60,8 @@ struct engine_session {
     int voice_busy, lm_busy, closing;
     int cancel_req;
     int64_t cancel_played;
-    float *in_pcm; /* [cap_in] audio pushed, not yet given to the tokenizer */
+    int64_t n_steps, cancel_step; /* LM passes of this turn; n_steps at the first cancel, -1 */
+    float *in_pcm;                /* [cap_in] audio pushed, not yet given to the tokenizer */
     int64_t n_in, cap_in, n_in_turn;
     struct bpe_text in_text; /* text pushed for this turn */
     int turn_audio, turn_text;
@@ -74,7 +75,7 @@ struct engine_session {
     struct engine_timings tm;
 
     /* ---- owned by the stage (see DESIGN) ---- */
-    struct stok_stream stok;
+    struct stok_stream stok; /* allocated at open, reset after each turn */
     int have_stok;
     struct lm_cache cache;
     struct sampler smp;
@@ -421,6 +422,12 @@ enum engine_status engine_open(struct engine *eng, const struct engine_session_o
         lm_cache_init(&s->cache, lm, n_ctx, o->kv_type, e) != 0 ||
         sampler_init(&s->smp, &sp, lm->hp.n_vocab, e) != 0)
         goto fail;
+    if (eng->m.stok) {
+        if (stok_stream_init(&s->stok, eng->m.stok, NULL, o->in_rate, o->max_user_seconds + 1, 1,
+                             e) != 0)
+            goto fail;
+        s->have_stok = 1;
+    }
     if (eng->m.flow) {
         struct t2w_config vc = o->voice;
         vc.max_tokens = max_new;
@@ -569,6 +576,8 @@ enum engine_status engine_commit(struct engine_session *s, struct err *e)
         s->state = S_TOKENIZE;
         s->t_commit = now_s();
         s->cancel_req = 0;
+        s->n_steps = 0;
+        s->cancel_step = -1;
         memset(&s->tm, 0, sizeof s->tm);
         s->tm.tokenize = s->tm.prefill_start = s->tm.prefill_end = s->tm.first_token = -1;
         s->tm.first_audio_token = s->tm.first_block = s->tm.first_pcm = s->tm.done = -1;
@@ -594,6 +603,8 @@ enum engine_status engine_cancel(struct engine_session *s, int64_t played, struc
     } else {
         s->cancel_req = 1;
         s->cancel_played = played < 0 ? 0 : played;
+        if (s->cancel_step < 0)
+            s->cancel_step = s->n_steps;
         pthread_cond_broadcast(&eng->work_cv);
     }
     pthread_mutex_unlock(&eng->mu);
@@ -781,6 +792,7 @@ static void *lm_main(void *arg)
         pthread_mutex_lock(&eng->mu);
         if (pre) {
             pre->lm_busy = 0;
+            pre->n_steps++;
             pre->tm.prefill_end = since_commit(pre);
             if (pre_rc != 0)
                 lm_fail(eng, pre, &e);
@@ -795,6 +807,7 @@ static void *lm_main(void *arg)
         for (int i = 0; i < nb; i++) {
             struct engine_session *s = eng->batch[i];
             s->lm_busy = 0;
+            s->n_steps++;
             s->lm_s += dt;
             if (dec_rc != 0)
                 lm_fail(eng, s, &e);
@@ -838,12 +851,7 @@ static enum job job_of(const struct engine *eng, const struct engine_session *s,
 static int run_stok(struct engine *eng, struct engine_session *s, const float *pcm, int64_t n,
                     struct err *e)
 {
-    if (!s->have_stok) {
-        if (stok_stream_init(&s->stok, eng->m.stok, NULL, s->opt.in_rate,
-                             s->opt.max_user_seconds + 1, 1, e) != 0)
-            return -1;
-        s->have_stok = 1;
-    }
+    (void)eng;
     return n > 0 ? stok_stream_push(&s->stok, pcm, n, e) : 0;
 }
 
@@ -1000,10 +1008,8 @@ static void finish_turn(struct engine *eng, struct engine_session *s)
         memcpy(tail, s->t2w.out, (size_t)n_tail * sizeof *tail);
     if (s->have_t2w)
         t2w_reset(&s->t2w);
-    if (s->have_stok) {
-        stok_stream_free(&s->stok);
-        s->have_stok = 0;
-    }
+    if (s->have_stok)
+        stok_stream_reset(&s->stok); /* the next turn reuses the buffers */
 
     pthread_mutex_lock(&eng->mu);
     s->voice_busy = 0;
@@ -1036,6 +1042,8 @@ static void finish_turn(struct engine *eng, struct engine_session *s)
         s->tm.lm_seconds = s->lm_s;
         s->tm.voice_seconds = s->voice_s;
         s->tm.stok_seconds = s->stok_s;
+        s->tm.n_lm_steps = s->n_steps;
+        s->tm.steps_after_cancel = s->cancel_step >= 0 ? s->n_steps - s->cancel_step : -1;
         ev->t = s->tm;
         if (s->n_gen > 0 && (ev->ids = malloc((size_t)s->n_gen * sizeof *ev->ids))) {
             memcpy(ev->ids, s->gen, (size_t)s->n_gen * sizeof *ev->ids);

@@ -511,6 +511,34 @@ void stok_stream_free(struct stok_stream *s)
     memset(s, 0, sizeof *s);
 }
 
+void stok_stream_reset(struct stok_stream *s)
+{
+    const struct stok_hparams *hp = &s->m->hp;
+    /* the resampler's history: as resample_stream_init leaves it (W zeros of xpad) */
+    if (s->rss.buf) {
+        memset(s->rss.buf, 0, (size_t)s->rss.cap * sizeof *s->rss.buf);
+        s->rss.len = s->rss.r->width;
+    }
+    s->rss.start = s->rss.q = s->rss.n_in = s->rss.n_out = 0;
+    s->rss.finished = 0;
+    /* the open window and the token count; encoder buffers are scratch, rewritten before use */
+    memset(s->win, 0, (size_t)hp->window * sizeof *s->win);
+    memset(s->block_max, 0,
+           (size_t)ceil_div(hp->window / (2 * hp->hop), hp->block) * sizeof *s->block_max);
+    s->win_len = 0;
+    s->win_index = 0;
+    s->raw_frames = 0;
+    s->run_max = -INFINITY;
+    s->blocks_done = 0;
+    s->tok0 = 0;
+    s->n_tokens = s->n_final = 0;
+    s->n_samples = 0;
+    s->finished = 0;
+    s->n_reencoded = 0;
+    s->pcm_odd = 0;
+    s->pcm_lo = 0;
+}
+
 int stok_stream_push(struct stok_stream *s, const float *pcm, int64_t n, struct err *e)
 {
     if (s->finished)

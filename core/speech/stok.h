@@ -169,6 +169,10 @@ struct stok_stream {
 int stok_stream_init(struct stok_stream *s, const struct stok_model *m, struct pool *pool,
                      int in_rate, double max_seconds, int eager, struct err *e);
 void stok_stream_free(struct stok_stream *s);
+/* Returns the stream to the state stok_stream_init left it in (same model, rate, limit and
+ * mode), keeping its buffers: a new utterance without allocating (one stream per session,
+ * reused across turns). trace_pooled, the caller's, is kept. */
+void stok_stream_reset(struct stok_stream *s);
 
 /* Pushes n samples (mono, float in [-1, 1)). Returns -1 past max_seconds, after finish, or
  * on a kernel error. */
