@@ -61,25 +61,6 @@ struct bench {
 
 /* ---- helpers -------------------------------------------------------------------------- */
 
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 /* Prints a figure and writes its JSON line; limit <= 0 means none applies. */
 
 /* Anonymous memory in ordinary 4 KiB pages (as model weights mmapped from a file are),
@@ -168,11 +149,11 @@ static void section_read(struct bench *b)
         double gbs[16];
         read_part(&j, 0, 1); /* warm-up */
         for (int r = 0; r < runs; r++) {
-            double t0 = now();
+            double t0 = figure_now();
             pool_for(b->pools[t], t, 1, read_part, &j);
-            gbs[r] = (double)j.n * t * sizeof *p / (now() - t0) / 1e9;
+            gbs[r] = (double)j.n * t * sizeof *p / (figure_now() - t0) / 1e9;
         }
-        b->read_gbs[t] = median(gbs, runs);
+        b->read_gbs[t] = figure_median(gbs, runs);
         char name[64];
         snprintf(name, sizeof name, "read_bandwidth_t%d", t);
         figure_emit(name, b->read_gbs[t], "GB/s", 0);
@@ -209,11 +190,11 @@ static void section_fma(struct bench *b)
         double g[8];
         fma_part(&j, 0, 1);
         for (int r = 0; r < runs; r++) {
-            double t0 = now();
+            double t0 = figure_now();
             pool_for(b->pools[t], t, 1, fma_part, &j);
-            g[r] = flops_per_iter * (double)j.iters * t / (now() - t0) / 1e9;
+            g[r] = flops_per_iter * (double)j.iters * t / (figure_now() - t0) / 1e9;
         }
-        b->fma_gflops[t] = median(g, runs);
+        b->fma_gflops[t] = figure_median(g, runs);
         char name[64];
         snprintf(name, sizeof name, "fma_peak_f32_t%d", t);
         figure_emit(name, b->fma_gflops[t], "GFLOP/s", 0);
@@ -242,12 +223,12 @@ static void section_sgemm(struct bench *b)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n / 4, n, n, 1.0f, a, n, w, n, 0.0f, c,
                     n); /* warm-up: threads started, pages touched */
         for (int r = 0; r < runs; r++) {
-            double t0 = now();
+            double t0 = figure_now();
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, w, n, 0.0f, c,
                         n);
-            g[r] = 2.0 * n * n * (double)n / (now() - t0) / 1e9;
+            g[r] = 2.0 * n * n * (double)n / (figure_now() - t0) / 1e9;
         }
-        b->sgemm_gflops[t] = median(g, runs);
+        b->sgemm_gflops[t] = figure_median(g, runs);
         char name[64];
         snprintf(name, sizeof name, "sgemm_4096_t%d", t);
         figure_emit(name, b->sgemm_gflops[t], "GFLOP/s", b->fma_gflops[t]);
@@ -331,25 +312,25 @@ static double measure_gemv(struct bench *b, struct arena *ar, struct pool *pool,
     for (int c = 0; c < copies; c++) /* warm-up */
         gemv_forward(pool, y, x, &w[c], NULL, n_rows);
     for (int p = 0; p < passes; p++) {
-        double t0 = now();
+        double t0 = figure_now();
         for (int r = 0; r < reps; r++)
             for (int c = 0; c < copies; c++)
                 gemv_forward(pool, y, x, &w[c], NULL, n_rows);
-        double dt = now() - t0;
+        double dt = figure_now() - t0;
         gbs[p] = (double)bytes * copies * reps / dt / 1e9;
         rps[p] = (double)n_rows * copies * reps / dt;
-        t0 = now();
+        t0 = figure_now();
         for (int r = 0; r < reps; r++)
             pool_for(pool, threads, 1, read_part, &rj);
-        rgbs[p] = (double)rj.n * threads * sizeof(float) * reps / (now() - t0) / 1e9;
+        rgbs[p] = (double)rj.n * threads * sizeof(float) * reps / (figure_now() - t0) / 1e9;
     }
     free(x);
     free(y);
     if (rows_per_s)
-        *rows_per_s = median(rps, passes);
+        *rows_per_s = figure_median(rps, passes);
     if (read_gbs)
-        *read_gbs = median(rgbs, passes);
-    return median(gbs, passes);
+        *read_gbs = figure_median(rgbs, passes);
+    return figure_median(gbs, passes);
 }
 
 static void section_gemv(struct bench *b)
@@ -445,11 +426,11 @@ static void section_matmul(struct bench *b)
             double g[8];
             matmul_forward(b->pools[t], y, x, &w, NULL, n, scratch);
             for (int r = 0; r < runs; r++) {
-                double t0 = now();
+                double t0 = figure_now();
                 matmul_forward(b->pools[t], y, x, &w, NULL, n, scratch);
-                g[r] = 2.0 * (double)(n * m) * (double)k / (now() - t0) / 1e9;
+                g[r] = 2.0 * (double)(n * m) * (double)k / (figure_now() - t0) / 1e9;
             }
-            figure_emit(name, median(g, runs), "GFLOP/s", b->sgemm_gflops[t]);
+            figure_emit(name, figure_median(g, runs), "GFLOP/s", b->sgemm_gflops[t]);
         }
         /* the same f32 product as one sgemm threaded by OpenBLAS itself, for comparison */
         char name[96];
@@ -460,12 +441,12 @@ static void section_matmul(struct bench *b)
         double g[8];
         const float *wf = (const float *)ar.mem;
         for (int r = 0; r <= runs; r++) {
-            double t0 = now();
+            double t0 = figure_now();
             matmul_f32(b->pools[t], y, m, x, k, wf, k, n, m, k, 1, 1.0f, 0.0f);
             if (r > 0)
-                g[r - 1] = 2.0 * (double)(n * m) * (double)k / (now() - t0) / 1e9;
+                g[r - 1] = 2.0 * (double)(n * m) * (double)k / (figure_now() - t0) / 1e9;
         }
-        figure_emit(name, median(g, runs), "GFLOP/s", b->sgemm_gflops[t]);
+        figure_emit(name, figure_median(g, runs), "GFLOP/s", b->sgemm_gflops[t]);
     }
 done:
     free(x);
@@ -493,7 +474,7 @@ static double measure_bf16gemm(struct bench *b, int how, struct pool *pool, floa
     /* at least ~0.2 s per figure for the small products */
     int reps = (int)(0.2 * 100e9 / flop) + 1;
     for (int r = 0; r <= runs; r++) {
-        double t0 = now();
+        double t0 = figure_now();
         for (int i = 0; i < reps; i++) {
             if (how == 0)
                 gemm_bf16_forward(pool, y, x, wb, (size_t)k * 2, NULL, n, m, k, scratch);
@@ -506,9 +487,9 @@ static double measure_bf16gemm(struct bench *b, int how, struct pool *pool, floa
                                  (int)(n - r0 < GEMV_MAX_ROWS ? n - r0 : GEMV_MAX_ROWS));
         }
         if (r > 0) /* the first run is a warm-up */
-            g[r - 1] = flop * reps / (now() - t0) / 1e9;
+            g[r - 1] = flop * reps / (figure_now() - t0) / 1e9;
     }
-    return median(g, runs);
+    return figure_median(g, runs);
 }
 
 static void section_bf16gemm(struct bench *b)
@@ -682,16 +663,16 @@ int main(int argc, char **argv)
         want[2] = 1;
     if (any && want[2])
         want[1] = 1;
-    double t0 = now();
+    double t0 = figure_now();
     for (int s = 0; s < N_SECTIONS; s++) {
         if (any && !want[s])
             continue;
         printf("%s\n", sections[s].name);
-        double ts = now();
+        double ts = figure_now();
         sections[s].run(&b);
-        printf("(%s: %.0f s)\n", sections[s].name, now() - ts);
+        printf("(%s: %.0f s)\n", sections[s].name, figure_now() - ts);
     }
-    printf("done in %.0f s\n", now() - t0);
+    printf("done in %.0f s\n", figure_now() - t0);
     for (int t = 1; t <= MAX_THREADS; t++)
         pool_free(b.pools[t]);
     if (b.json)

@@ -10,6 +10,7 @@
  *   tokenizer 1500 frames, 20 heads × 64, block causal (B = 200), f32 (full run only).
  * GFLOP/s counts 4·D flops per visible (query head, key) pair (q·k and p·v).
  */
+#include "bench/figure.h"
 #include "bench/bench_attn.h"
 
 #include <math.h>
@@ -23,25 +24,6 @@
 #include "runtime/cpu.h"
 #include "runtime/dtype.h"
 #include "runtime/pool.h"
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static void fill_bf16(uint16_t *p, size_t n)
 {
@@ -99,16 +81,16 @@ static void decode(struct pool *pools[3], int quick)
                 int reps = quick ? 5 : 11, calls = cold ? n_layers : (n_kv > 1000 ? 20 : 200);
                 double ms[11];
                 for (int r = 0; r <= reps; r++) {
-                    double t0 = now();
+                    double t0 = figure_now();
                     for (int c = 0; c < calls; c++) {
                         const uint16_t *k = arena + (cold ? (size_t)c * layer_elems : 0);
                         attn_forward(t == 1 ? NULL : pools[t], out, q, k, k + layer_elems / 2, 1,
                                      n_kv, &d, scratch);
                     }
                     if (r > 0) /* the first round warms up */
-                        ms[r - 1] = (now() - t0) / calls * 1e3;
+                        ms[r - 1] = (figure_now() - t0) / calls * 1e3;
                 }
-                double m = median(ms, reps);
+                double m = figure_median(ms, reps);
                 printf("  attn_decode_bf16_n%-5lld %s t%d  %8.3f ms  %6.1f GB/s  %6.1f GFLOP/s\n",
                        (long long)n_kv, cold ? "cold" : "warm", t, m, bytes / (m * 1e-3) / 1e9,
                        4.0 * D * H * (double)n_kv / (m * 1e-3) / 1e9);
@@ -142,12 +124,12 @@ static void prefill(struct pool *pools[3], const char *name, int64_t n, int H, i
     for (int t = 1; t <= 2; t++) {
         double ms[11];
         for (int r = 0; r <= reps; r++) {
-            double t0 = now();
+            double t0 = figure_now();
             attn_forward(t == 1 ? NULL : pools[t], out, q, k, v, n, n, &d, scratch);
             if (r > 0)
-                ms[r - 1] = (now() - t0) * 1e3;
+                ms[r - 1] = (figure_now() - t0) * 1e3;
         }
-        double m = median(ms, reps);
+        double m = figure_median(ms, reps);
         printf("  %-30s t%d  %8.3f ms  %6.1f GFLOP/s\n", name, t, m, flops / (m * 1e-3) / 1e9);
     }
 done:
@@ -172,15 +154,15 @@ static void activations(struct pool *pools[3], int quick)
             int reps = quick ? 3 : 7;
             double ms[7];
             for (int r = 0; r <= reps; r++) {
-                double t0 = now();
+                double t0 = figure_now();
                 if (op == 0)
                     act_gelu(t == 1 ? NULL : pools[t], y, x, n);
                 else
                     act_snake(t == 1 ? NULL : pools[t], y, x, alpha, 128, n / 128);
                 if (r > 0)
-                    ms[r - 1] = (now() - t0) * 1e3;
+                    ms[r - 1] = (figure_now() - t0) * 1e3;
             }
-            double m = median(ms, reps);
+            double m = figure_median(ms, reps);
             printf("  act_%-26s t%d  %8.3f ms  %6.2f ns/value\n", op ? "snake" : "gelu", t, m,
                    m * 1e6 / (double)n);
         }

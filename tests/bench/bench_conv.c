@@ -12,6 +12,7 @@
  * OpenBLAS sgemm on the equivalent [C_out x C_in*K] x [C_in*K x T_out] product with the same
  * thread count (OpenBLAS's own threads), timed in the same run.
  */
+#include "bench/figure.h"
 #include "kernels/blas.h"
 #include "bench/bench_conv.h"
 
@@ -26,25 +27,6 @@
 #include "runtime/pool.h"
 
 #define BENCH_CONV_THREADS 2
-
-static double bc_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static int bc_cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double bc_median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, bc_cmp);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static float *bc_alloc(size_t n)
 {
@@ -103,11 +85,11 @@ static double bc_time(const struct bc_case *c, int reps)
     double t[32];
     bc_run_once(c); /* warm-up: page faults, OpenBLAS buffers */
     for (int r = 0; r < reps; r++) {
-        double t0 = bc_now();
+        double t0 = figure_now();
         bc_run_once(c);
-        t[r] = bc_now() - t0;
+        t[r] = figure_now() - t0;
     }
-    return bc_median(t, reps);
+    return figure_median(t, reps);
 }
 
 /* A convolution and the equivalent sgemm, at 1 and 2 threads. */

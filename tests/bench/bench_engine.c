@@ -1,4 +1,5 @@
 /* The engine's figures; see bench_engine.h. */
+#include "bench/figure.h"
 #include "bench_engine.h"
 
 #include <math.h>
@@ -8,13 +9,6 @@
 #include <time.h>
 
 #include "engine/engine.h"
-
-static double be_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* Runs one turn per session, all committed at once; returns generated ids and fills the
  * first session's timings. */
@@ -134,9 +128,9 @@ void bench_engine_run(int quick)
     for (int k = 0; k < 3; k++) {
         struct engine_stats s0, s1;
         engine_get_stats(eng, &s0);
-        double a = be_now();
+        double a = figure_now();
         int64_t n = be_turns(eng, sizes[k], quick ? 16 : 64, 0, NULL);
-        double dt = be_now() - a;
+        double dt = figure_now() - a;
         engine_get_stats(eng, &s1);
         double steps = (double)(s1.decode_steps - s0.decode_steps);
         printf("  %2d sessions: %6lld ids in %.3f s = %8.1f tokens/s (mean batch %.1f)\n", sizes[k],

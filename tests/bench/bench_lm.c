@@ -66,29 +66,6 @@ static double read_bandwidth(struct pool *pool, int threads, int quick)
     return a > b ? (b > c ? b : (a > c ? c : a)) : (a > c ? a : (b > c ? c : b));
 }
 
-static double sgemm_rate(int threads)
-{
-    const int n = 2048;
-    float *a = malloc((size_t)n * n * 4), *w = malloc((size_t)n * n * 4),
-          *c = malloc((size_t)n * n * 4);
-    double g = 0;
-    if (a && w && c) {
-        for (int64_t i = 0; i < (int64_t)n * n; i++) {
-            a[i] = (float)(i % 13) * 0.01f;
-            w[i] = (float)(i % 7) * 0.01f;
-        }
-        blas_threads(threads);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, w, n, 0, c, n);
-        double t0 = figure_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, w, n, 0, c, n);
-        g = 2.0 * n * n * (double)n / (figure_now() - t0) / 1e9;
-    }
-    free(a);
-    free(w);
-    free(c);
-    return g;
-}
-
 /* ---- the model ------------------------------------------------------------------------ */
 
 static struct lm_hparams real_shape(int n_layer)
@@ -226,7 +203,7 @@ void bench_lm_run(int quick)
         struct pool *p = pool_create(t);
         bw[t] = p ? read_bandwidth(p, t, quick) : 0;
         pool_free(p);
-        sg[t] = sgemm_rate(t);
+        sg[t] = figure_sgemm_rate(t);
         snprintf(name, sizeof name, "lm_limit_read_bw_t%d", t);
         figure_emit(name, bw[t], "GB/s", 0);
         snprintf(name, sizeof name, "lm_limit_sgemm_t%d", t);

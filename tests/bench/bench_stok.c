@@ -1,4 +1,5 @@
 /* bench_stok — see bench_stok.h. */
+#include "bench/figure.h"
 #include "kernels/blas.h"
 #include "bench/bench_stok.h"
 
@@ -13,13 +14,6 @@
 #include "speech/mel.h"
 #include "speech/resample.h"
 #include "speech/stok.h"
-
-static double bs_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 static uint64_t bs_state = 0x9E3779B97F4A7C15ull;
 
@@ -54,27 +48,6 @@ static double bs_flops(const struct stok_hparams *hp, int64_t t)
     f += hp->n_layer * 4.0 * D * keys;
     f += 2.0 * (double)(t / hp->pool) * hp->n_codes * D; /* VQ */
     return f;
-}
-
-static double bs_sgemm_gflops(int threads)
-{
-    int n = 2048;
-    float *a = bs_fill((int64_t)n * n, 1), *b = bs_fill((int64_t)n * n, 1);
-    float *c = calloc((size_t)n * n, sizeof *c);
-    double best = 0;
-    if (a && b && c) {
-        blas_threads(threads);
-        for (int r = 0; r < 3; r++) {
-            double t0 = bs_now();
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-            double g = 2.0 * n * n * n / (bs_now() - t0) * 1e-9;
-            best = g > best ? g : best;
-        }
-    }
-    free(a);
-    free(b);
-    free(c);
-    return best;
 }
 
 void bench_stok_run(int quick)
@@ -155,15 +128,15 @@ void bench_stok_run(int quick)
     double secs = (double)n / 16000;
     double gflop = bs_flops(hp, n / 320) * 1e-9;
     for (int threads = 1; threads <= 2; threads++) {
-        double peak = bs_sgemm_gflops(threads);
+        double peak = figure_sgemm_rate(threads);
         struct pool *pool = pool_create(threads);
         double best = 1e30;
         for (int r = 0; r < (quick ? 1 : 2); r++) {
             int32_t *tok = NULL;
             int64_t nt = 0;
-            double t0 = bs_now();
+            double t0 = figure_now();
             int rc = stok_tokenize(&m, pool, &tok, &nt, audio, n, 16000, &e);
-            double dt = bs_now() - t0;
+            double dt = figure_now() - t0;
             free(tok);
             if (rc) {
                 fprintf(stderr, "bench_stok: %s\n", e.msg);
@@ -184,13 +157,13 @@ void bench_stok_run(int quick)
         float *raw = malloc((size_t)(n / 160 + 1) * 128 * sizeof *raw);
         float *scr = malloc((size_t)mel_scratch_floats(&m.mel, 400) * sizeof *scr);
         if (x && y && raw && scr && !resample_init(&r, 44100, 16000, &e)) {
-            double t0 = bs_now();
+            double t0 = figure_now();
             resample_run(&r, y, x, n44, &e);
-            double t1 = bs_now();
+            double t1 = figure_now();
             for (int64_t f = 0; f < n / 160; f += 400)
                 mel_log10(&m.mel, raw + f * 128, audio, n, f, n / 160 - f < 400 ? n / 160 - f : 400,
                           scr);
-            double t2 = bs_now();
+            double t2 = figure_now();
             printf("  %-44s %10.0fx real time\n", "resample 44.1 -> 16 kHz", secs / (t1 - t0));
             printf("  %-44s %10.0fx real time\n", "log-mel (f64 DFT, 128 bins)", secs / (t2 - t1));
             resample_free(&r);

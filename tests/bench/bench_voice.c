@@ -27,48 +27,7 @@
 #include "voice/flow.h"
 #include "voice/hift.h"
 
-static int bv_cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* The median of t[0..n) (sorts t). */
-static double bv_median(double *t, int n)
-{
-    qsort(t, (size_t)n, sizeof *t, bv_cmp);
-    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
-}
-
 #define BV_MAX_REPS 9
-
-static double bv_sgemm_rate(int threads)
-{
-    const int n = 2048;
-    float *a = malloc((size_t)n * n * 4), *w = malloc((size_t)n * n * 4),
-          *c = malloc((size_t)n * n * 4);
-    double g = 0;
-    if (a && w && c) {
-        for (int64_t i = 0; i < (int64_t)n * n; i++) {
-            a[i] = (float)(i % 13) * 0.01f;
-            w[i] = (float)(i % 7) * 0.01f;
-        }
-        blas_threads(threads);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, w, n, 0, c, n);
-        double t[3];
-        for (int r = 0; r < 3; r++) {
-            double t0 = figure_now();
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, w, n, 0, c, n);
-            t[r] = figure_now() - t0;
-        }
-        g = 2.0 * n * n * (double)n / bv_median(t, 3) / 1e9;
-        blas_threads(1); /* OpenBLAS's threads would otherwise spin into the next call */
-    }
-    free(a);
-    free(w);
-    free(c);
-    return g;
-}
 
 /* ---- random real-size weights ---------------------------------------------------------- */
 
@@ -209,7 +168,7 @@ static double bv_flow_call(const struct flow_model *m, struct flow_state *s, str
         }
         t[r] = figure_now() - t0;
     }
-    return bv_median(t, reps);
+    return figure_median(t, reps);
 }
 
 static double bv_hift_call(const struct hift_model *m, struct hift_state *s, struct pool *pool,
@@ -226,7 +185,7 @@ static double bv_hift_call(const struct hift_model *m, struct hift_state *s, str
         }
         t[r] = figure_now() - t0;
     }
-    return bv_median(t, reps);
+    return figure_median(t, reps);
 }
 
 void bench_voice_run(int quick)
@@ -260,7 +219,7 @@ void bench_voice_run(int quick)
         getloadavg(load, 1);
         printf("  (%d thread%s; load average %.2f on %ld cores)\n", threads, threads > 1 ? "s" : "",
                load[0], sysconf(_SC_NPROCESSORS_ONLN));
-        double sg = bv_sgemm_rate(threads);
+        double sg = figure_sgemm_rate(threads);
         snprintf(name, sizeof name, "voice_limit_sgemm_t%d", threads);
         figure_emit(name, sg, "GFLOP/s", 0);
         struct flow_state fs;

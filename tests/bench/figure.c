@@ -1,6 +1,11 @@
 #include "bench/figure.h"
 
+#include <cblas.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <time.h>
+
+#include "kernels/blas.h"
 
 static FILE *json_out;
 
@@ -31,4 +36,44 @@ double figure_now(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double figure_median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+double figure_sgemm_rate(int threads)
+{
+    const int n = 2048;
+    float *a = malloc((size_t)n * n * 4), *w = malloc((size_t)n * n * 4),
+          *c = malloc((size_t)n * n * 4);
+    double g = 0;
+    if (a && w && c) {
+        for (int64_t i = 0; i < (int64_t)n * n; i++) {
+            a[i] = (float)(i % 13) * 0.01f;
+            w[i] = (float)(i % 7) * 0.01f;
+        }
+        blas_threads(threads);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, w, n, 0, c, n);
+        double t[3];
+        for (int r = 0; r < 3; r++) {
+            double t0 = figure_now();
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, w, n, 0, c, n);
+            t[r] = figure_now() - t0;
+        }
+        g = 2.0 * n * n * (double)n / figure_median(t, 3) / 1e9;
+        blas_threads(1);
+    }
+    free(a);
+    free(w);
+    free(c);
+    return g;
 }

@@ -17,4 +17,12 @@ void figure_emit(const char *name, double value, const char *unit, double limit)
 /* Monotonic seconds. */
 double figure_now(void);
 
+/* The median of v[0..n) (sorts v). */
+double figure_median(double *v, int n);
+
+/* OpenBLAS sgemm GFLOP/s at 2048³ with this many threads, the median of three runs: the limit
+ * that sections measure next to their own figures. Leaves OpenBLAS on one thread, so that its
+ * threads do not spin into the next measurement. */
+double figure_sgemm_rate(int threads);
+
 #endif
