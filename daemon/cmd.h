@@ -13,6 +13,12 @@
 /* 1 when arg asks for help (--help or -h). */
 int cmd_is_help(const char *arg);
 
+struct bpe_ids;
+/* Parses comma-separated token ids ("1,2, 3", blanks around commas allowed) into out, which
+ * it empties first; an empty or blank string gives no ids. -1 on anything else: a negative
+ * or too large id, an empty element ("1,,2", "1,"), other characters, or no memory. */
+int cmd_parse_ids(const char *s, struct bpe_ids *out);
+
 int cmd_info(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_generate(int argc, char **argv);

@@ -54,37 +54,6 @@ static int parse_float(const char *s, float *out)
     return 0;
 }
 
-static int push_id(struct bpe_ids *out, int32_t id)
-{
-    if (out->n == out->cap) {
-        int64_t cap = out->cap ? 2 * out->cap : 64;
-        int32_t *p = realloc(out->v, (size_t)cap * sizeof *p);
-        if (!p)
-            return -1;
-        out->v = p;
-        out->cap = cap;
-    }
-    out->v[out->n++] = id;
-    return 0;
-}
-
-static int parse_id_list(const char *s, struct bpe_ids *out)
-{
-    while (*s) {
-        char *end;
-        errno = 0;
-        long v = strtol(s, &end, 10);
-        if (end == s || errno || v < 0 || v > INT32_MAX || (*end && *end != ','))
-            return -1;
-        if (push_id(out, (int32_t)v) != 0)
-            return -1;
-        if (*end && !end[1])
-            return -1; /* "1," */
-        s = *end ? end + 1 : end;
-    }
-    return out->n > 0 ? 0 : -1;
-}
-
 int cmd_generate(int argc, char **argv)
 {
     const char *model = NULL, *text = NULL, *ids_arg = NULL;
@@ -146,7 +115,7 @@ int cmd_generate(int argc, char **argv)
     }
     /* checked before the model is loaded: a typo costs nothing */
     struct bpe_ids prompt = { 0 };
-    if (ids_arg && parse_id_list(ids_arg, &prompt) != 0) {
+    if (ids_arg && (cmd_parse_ids(ids_arg, &prompt) != 0 || prompt.n == 0)) {
         fprintf(stderr, "parley: --ids: expected comma-separated token ids (integers >= 0)\n");
         bpe_ids_free(&prompt);
         return CMD_EXIT_USAGE;
@@ -235,7 +204,7 @@ int cmd_generate(int argc, char **argv)
     for (int i = 0; i < sp.max_new; i++) {
         int32_t id = sampler_sample(&s, logits);
         sampler_accept(&s, id);
-        if (push_id(&gen, id) != 0) {
+        if (bpe_ids_push(&gen, id) != 0) {
             err_set(&e, "out of memory");
             goto fail;
         }

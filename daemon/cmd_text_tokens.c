@@ -15,39 +15,6 @@ static const char text_tokens_usage[] =
     "<|audio_5|> is recognised). With --decode, reads lines of comma-separated ids and prints\n"
     "their text.\n";
 
-/* Parses "1,2, 3" into ids; -1 on anything else. */
-static int parse_ids(const char *s, struct bpe_ids *out)
-{
-    out->n = 0;
-    while (*s == ' ' || *s == '\t')
-        s++;
-    if (!*s)
-        return 0;
-    for (;;) {
-        char *end;
-        errno = 0;
-        long v = strtol(s, &end, 10);
-        if (end == s || errno || v < 0 || v > INT32_MAX)
-            return -1;
-        if (out->n == out->cap) {
-            int64_t cap = out->cap ? 2 * out->cap : 64;
-            int32_t *p = realloc(out->v, (size_t)cap * sizeof *p);
-            if (!p)
-                return -1;
-            out->v = p;
-            out->cap = cap;
-        }
-        out->v[out->n++] = (int32_t)v;
-        s = end;
-        while (*s == ' ' || *s == '\t')
-            s++;
-        if (!*s)
-            return 0;
-        if (*s++ != ',')
-            return -1;
-    }
-}
-
 int cmd_text_tokens(int argc, char **argv)
 {
     const char *model = NULL;
@@ -94,7 +61,7 @@ int cmd_text_tokens(int argc, char **argv)
             line[--n] = 0;
         if (decode) {
             text.n = 0;
-            if (parse_ids(line, &ids) != 0) {
+            if (cmd_parse_ids(line, &ids) != 0) {
                 fprintf(stderr, "parley: line %ld: expected comma-separated token ids\n", lineno);
                 rc = 1;
                 break;

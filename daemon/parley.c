@@ -7,10 +7,14 @@
  * "parley: <reason>" on stderr. Add a subcommand by writing cmd_<name>() in daemon/cmd_<name>.c,
  * declaring it in cmd.h and adding a row to `commands`.
  */
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cmd.h"
+#include "text/bpe.h"
 
 struct command {
     const char *name;
@@ -59,4 +63,27 @@ int main(int argc, char **argv)
 int cmd_is_help(const char *arg)
 {
     return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;
+}
+
+int cmd_parse_ids(const char *s, struct bpe_ids *out)
+{
+    out->n = 0;
+    while (*s == ' ' || *s == '\t')
+        s++;
+    if (!*s)
+        return 0;
+    for (;;) {
+        char *end;
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (end == s || errno || v < 0 || v > INT32_MAX || bpe_ids_push(out, (int32_t)v) != 0)
+            return -1;
+        s = end;
+        while (*s == ' ' || *s == '\t')
+            s++;
+        if (!*s)
+            return 0;
+        if (*s++ != ',')
+            return -1;
+    }
 }

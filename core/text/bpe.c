@@ -39,7 +39,7 @@ void bpe_text_free(struct bpe_text *b)
     memset(b, 0, sizeof *b);
 }
 
-static int ids_push(struct bpe_ids *b, int32_t id)
+int bpe_ids_push(struct bpe_ids *b, int32_t id)
 {
     if (b->n == b->cap) {
         int64_t cap = b->cap ? 2 * b->cap : 64;
@@ -280,7 +280,7 @@ static int encode_piece(const struct bpe *b, struct work *w, struct bpe_ids *out
 {
     int32_t whole = index_find(b, b->base_slots, b->base_mask, p, n);
     if (whole >= 0)
-        return ids_push(out, whole);
+        return bpe_ids_push(out, whole);
     if (n + 1 > w->cap) {
         uint32_t *s = realloc(w->start, (n + 1) * sizeof *s);
         if (s)
@@ -318,7 +318,7 @@ static int encode_piece(const struct bpe *b, struct work *w, struct bpe_ids *out
     for (size_t i = 0; i < parts; i++) {
         int32_t r = index_find(b, b->base_slots, b->base_mask, p + w->start[i],
                                w->start[i + 1] - w->start[i]);
-        if (r < 0 || ids_push(out, r) != 0)
+        if (r < 0 || bpe_ids_push(out, r) != 0)
             return -1; /* r < 0: a byte missing from the vocabulary */
     }
     return 0;
@@ -358,7 +358,7 @@ int bpe_encode(const struct bpe *b, struct bpe_ids *out, const char *text, size_
     if (prefix) {
         if (b->gmask < 0 || b->sop < 0)
             return err_set(e, "bpe: the vocabulary has no [gMASK] or <sop> token");
-        if (ids_push(out, b->gmask) || ids_push(out, b->sop))
+        if (bpe_ids_push(out, b->gmask) || bpe_ids_push(out, b->sop))
             return err_set(e, "bpe: out of memory");
     }
     pcre2_match_data *md = pcre2_match_data_create_from_pattern((const pcre2_code *)b->re, NULL);
@@ -385,7 +385,7 @@ int bpe_encode(const struct bpe *b, struct bpe_ids *out, const char *text, size_
             continue;
         }
         rc = encode_segment(b, &w, md, out, text + seg, i - seg, e);
-        if (rc == 0 && ids_push(out, hit) != 0)
+        if (rc == 0 && bpe_ids_push(out, hit) != 0)
             rc = err_set(e, "bpe: out of memory");
         i += hit_len;
         seg = i;

@@ -57,6 +57,8 @@ struct bpe_text {
     size_t n, cap;
 };
 void bpe_ids_free(struct bpe_ids *b);
+/* Appends one id; -1 when out of memory. */
+int bpe_ids_push(struct bpe_ids *b, int32_t id);
 void bpe_text_free(struct bpe_text *b);
 /* Appends n bytes (keeping the NUL after them); -1 when out of memory. */
 int bpe_text_append(struct bpe_text *b, const void *p, size_t n);
