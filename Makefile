@@ -18,9 +18,10 @@ FUZZ_SECONDS ?= 60
 BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
 BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
 # PCRE2 (text pre-tokenizer, core) and libopusfile (Ogg Opus uploads, proto)
-DEP_CFLAGS  := $(shell pkg-config --cflags opusfile 2>/dev/null)
+# libwebsockets (WebSocket server), libsoxr (resampling), libopusenc (Ogg Opus answers)
+DEP_CFLAGS  := $(shell pkg-config --cflags opusfile libopusenc 2>/dev/null)
 DEP_LIBS    := $(shell pkg-config --libs opusfile 2>/dev/null || echo -lopusfile -lopus -logg) \
-               -lpcre2-8 -lmicrohttpd -ljansson -lsystemd
+               -lopusenc -lsoxr -lwebsockets -lpcre2-8 -lmicrohttpd -ljansson -lsystemd
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
         -Wcast-qual -Wno-unused-parameter

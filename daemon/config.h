@@ -53,14 +53,33 @@ struct config {
     char auth_api_key_file[CONFIG_PATH_MAX];
     /* [limits] */
     int limits_max_sessions;
+    long long limits_max_kv_bytes;
+    long long limits_max_message_bytes;
+    int limits_max_turn_seconds;
+    int limits_max_audio_rate;
+    int limits_idle_timeout;
+    int limits_max_session_seconds;
+    long long limits_max_output_buffer;
+    int limits_slow_reader_seconds;
+    /* [vad] */
+    int vad_threshold_db;
+    int vad_prefix_padding_ms;
+    int vad_silence_duration_ms;
+    /* [engine] */
+    int engine_workers;
+    int engine_max_batch;
+    char engine_kv_cache[16];
+    int engine_context;
+    int engine_first_block;
+    int engine_warmup;
     /* [process] */
     int threads;       /* 0: one per core */
     int drain_timeout; /* seconds */
     int log_level;     /* enum config_log_level */
 
     /* Where each value came from, indexed like the table (config_count()). */
-    unsigned char source[32];
-    int line[32];               /* file line for CONFIG_SRC_FILE */
+    unsigned char source[64];
+    int line[64];               /* file line for CONFIG_SRC_FILE */
     char file[CONFIG_PATH_MAX]; /* the config file read, "" if none */
 };
 

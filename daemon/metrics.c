@@ -20,6 +20,17 @@ struct metric {
 
 static struct metric metrics_table[METRICS_MAX];
 static _Atomic int metrics_n;
+
+struct metrics_histogram {
+    const char *name, *help, *labels;
+    double bounds[METRICS_BUCKETS_MAX];
+    int n;
+    _Atomic long long counts[METRICS_BUCKETS_MAX + 1]; /* per bucket, not cumulative; last: +Inf */
+    struct metric sum;
+};
+
+static struct metrics_histogram hist_table[METRICS_HIST_MAX];
+static _Atomic int hist_n;
 static struct metric *proc_rss, *proc_cpu, *proc_fds, *proc_start;
 
 static uint64_t d2u(double v)
@@ -70,6 +81,45 @@ void metrics_add(struct metric *m, double v)
 double metrics_get(const struct metric *m)
 {
     return m ? u2d(atomic_load(&((struct metric *)(uintptr_t)m)->bits)) : 0;
+}
+
+struct metrics_histogram *metrics_register_histogram(const char *name, const char *help,
+                                                     const char *labels, const double *bounds,
+                                                     int n)
+{
+    int k = atomic_load(&hist_n);
+    if (k >= METRICS_HIST_MAX || n < 1 || n > METRICS_BUCKETS_MAX)
+        return NULL;
+    struct metrics_histogram *h = &hist_table[k];
+    h->name = name;
+    h->help = help;
+    h->labels = labels;
+    h->n = n;
+    memcpy(h->bounds, bounds, (size_t)n * sizeof *bounds);
+    for (int i = 0; i <= n; i++)
+        atomic_store(&h->counts[i], 0);
+    atomic_store(&h->sum.bits, d2u(0));
+    atomic_store(&hist_n, k + 1);
+    return h;
+}
+
+void metrics_observe(struct metrics_histogram *h, double v)
+{
+    if (!h)
+        return;
+    int b = 0;
+    while (b < h->n && v > h->bounds[b])
+        b++;
+    atomic_fetch_add(&h->counts[b], 1);
+    metrics_add(&h->sum, v);
+}
+
+long long metrics_histogram_count(const struct metrics_histogram *h)
+{
+    long long n = 0;
+    for (int i = 0; h && i <= h->n; i++)
+        n += atomic_load(&((struct metrics_histogram *)(uintptr_t)h)->counts[i]);
+    return n;
 }
 
 void metrics_update_process(void)
@@ -142,6 +192,40 @@ static void fmt_value(char *out, size_t len, double v)
         snprintf(out, len, "%.15g", v);
 }
 
+static int render_histograms(char **buf, size_t *len, size_t *cap)
+{
+    int n = atomic_load(&hist_n);
+    for (int i = 0; i < n; i++) {
+        struct metrics_histogram *h = &hist_table[i];
+        int seen = 0;
+        for (int j = 0; j < i && !seen; j++)
+            seen = strcmp(hist_table[j].name, h->name) == 0;
+        if (!seen && buf_printf(buf, len, cap, "# HELP %s %s\n# TYPE %s histogram\n", h->name,
+                                h->help, h->name))
+            return -1;
+        const char *l = h->labels ? h->labels : "", *sep = h->labels ? "," : "";
+        long long cum = 0;
+        for (int b = 0; b <= h->n; b++) {
+            cum += atomic_load(&h->counts[b]);
+            char le[64];
+            if (b < h->n)
+                fmt_value(le, sizeof le, h->bounds[b]);
+            else
+                snprintf(le, sizeof le, "+Inf");
+            if (buf_printf(buf, len, cap, "%s_bucket{%s%sle=\"%s\"} %lld\n", h->name, l, sep,
+                           le, cum))
+                return -1;
+        }
+        char v[64];
+        fmt_value(v, sizeof v, metrics_get(&h->sum));
+        if (buf_printf(buf, len, cap, "%s_sum%s%s%s %s\n%s_count%s%s%s %lld\n", h->name,
+                       h->labels ? "{" : "", l, h->labels ? "}" : "", v, h->name,
+                       h->labels ? "{" : "", l, h->labels ? "}" : "", cum))
+            return -1;
+    }
+    return 0;
+}
+
 char *metrics_render(size_t *len)
 {
     size_t cap = 4096;
@@ -172,6 +256,8 @@ char *metrics_render(size_t *len)
                 goto oom;
         }
     }
+    if (render_histograms(&buf, len, &cap))
+        goto oom;
     return buf;
 oom:
     free(buf);
@@ -181,5 +267,6 @@ oom:
 void metrics_reset(void)
 {
     atomic_store(&metrics_n, 0);
+    atomic_store(&hist_n, 0);
     proc_rss = proc_cpu = proc_fds = proc_start = NULL;
 }

@@ -22,6 +22,18 @@ void metrics_set(struct metric *m, double v);
 void metrics_add(struct metric *m, double v);
 double metrics_get(const struct metric *m);
 
+/* Histograms (cumulative buckets, _sum and _count), e.g. latencies. bounds: n increasing upper
+ * bounds (at most METRICS_BUCKETS_MAX); "+Inf" is implied. NULL when the registry is full. */
+#define METRICS_BUCKETS_MAX 16
+#define METRICS_HIST_MAX    16
+struct metrics_histogram;
+struct metrics_histogram *metrics_register_histogram(const char *name, const char *help,
+                                                     const char *labels, const double *bounds,
+                                                     int n);
+void metrics_observe(struct metrics_histogram *h, double v);
+/* Observations so far (tests). */
+long long metrics_histogram_count(const struct metrics_histogram *h);
+
 /* Refreshes the process_* gauges (resident memory, CPU seconds, open fds). */
 void metrics_update_process(void);
 

@@ -27,11 +27,13 @@
 
 #include "backend/backend.h"
 #include "config.h"
+#include "engine/engine.h"
 #include "http/http.h"
 #include "lm/lm.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
+#include "service.h"
 #include "runtime/gguf.h"
 #include "speech/stok.h"
 #include "voice/flow.h"
@@ -91,6 +93,7 @@ struct parleyd {
 
     struct backend *be;
     struct lm_model lm;
+    struct bpe bpe; /* the LM file's text tokenizer */
     struct stok_model stok;
     struct gguf_file dec_file; /* flow and HiFT weights point into it */
     struct flow_model flow;
@@ -99,13 +102,14 @@ struct parleyd {
     double load_s[MODEL_N];
     long long file_bytes[MODEL_N];
     char *models_json; /* GET /v1/models, built once after loading */
+    struct engine_models models;
+    struct engine *eng; /* shared by every session of every protocol */
 
-    _Atomic int ready, draining;
-    _Atomic int sessions;     /* active sessions (the engine will move it) */
-    _Atomic int max_sessions; /* cfg.limits_max_sessions for the HTTP thread (SIGHUP changes it) */
+    _Atomic int ready;
+    struct service svc; /* sessions, draining, live settings: what the front-ends share */
     struct http_server *http;
 
-    struct metric *m_ready, *m_draining, *m_sessions, *m_sessions_max, *m_reloads_ok,
+    struct metric *m_ready, *m_draining, *m_sessions_max, *m_reloads_ok,
         *m_reloads_failed, *m_http[5];
 };
 
@@ -211,7 +215,11 @@ static int parleyd_load_one(struct parleyd *d, int which, struct err *e)
     double t0 = now_s();
     int rc = 0;
     switch (which) {
-    case MODEL_LM: rc = lm_load(&d->lm, paths[which], d->be, NULL, e); break;
+    case MODEL_LM:
+        rc = lm_load(&d->lm, paths[which], d->be, NULL, e);
+        if (!rc && (rc = bpe_load(&d->bpe, &d->lm.file, e)) != 0)
+            lm_free(&d->lm);
+        break;
     case MODEL_TOKENIZER: rc = stok_load(&d->stok, paths[which], e); break;
     case MODEL_DECODER:
         rc = gguf_open(&d->dec_file, paths[which], e);
@@ -241,8 +249,10 @@ static void parleyd_free_models(struct parleyd *d)
     }
     if (d->loaded[MODEL_TOKENIZER])
         stok_free(&d->stok);
-    if (d->loaded[MODEL_LM])
+    if (d->loaded[MODEL_LM]) {
+        bpe_free(&d->bpe);
         lm_free(&d->lm);
+    }
     memset(d->loaded, 0, sizeof d->loaded);
     if (d->be)
         backend_free(d->be);
@@ -280,7 +290,7 @@ static char *parleyd_models_json(const struct parleyd *d)
 static int hook_ready(void *user, char *why, size_t len)
 {
     struct parleyd *d = user;
-    if (atomic_load(&d->draining)) {
+    if (atomic_load(&d->svc.draining)) {
         snprintf(why, len, "draining: shutting down");
         return 0;
     }
@@ -288,8 +298,10 @@ static int hook_ready(void *user, char *why, size_t len)
         snprintf(why, len, "models not loaded yet");
         return 0;
     }
-    int max = atomic_load(&d->max_sessions);
-    if (atomic_load(&d->sessions) >= max) {
+    struct config c;
+    service_settings(&d->svc, &c);
+    int max = c.limits_max_sessions;
+    if (atomic_load(&d->svc.sessions) >= max) {
         snprintf(why, len, "no capacity: all %d sessions in use", max);
         return 0;
     }
@@ -331,8 +343,6 @@ static void parleyd_metrics(struct parleyd *d)
                                   METRICS_GAUGE, NULL);
     d->m_draining =
         metrics_register("parley_draining", "1 while shutting down.", METRICS_GAUGE, NULL);
-    d->m_sessions =
-        metrics_register("parley_sessions_active", "Sessions open now.", METRICS_GAUGE, NULL);
     d->m_sessions_max =
         metrics_register("parley_sessions_max", "limits.max_sessions.", METRICS_GAUGE, NULL);
     for (int i = 0; i < 5; i++)
@@ -369,6 +379,65 @@ static void parleyd_model_metrics(struct parleyd *d)
                 (double)d->lm.hp.n_ctx);
 }
 
+/* ---- engine ---------------------------------------------------------------------------- */
+
+static int parleyd_engine_start(struct parleyd *d, struct err *e)
+{
+    d->models = (struct engine_models){ &d->lm, &d->bpe, &d->stok, &d->flow, &d->hift };
+    struct engine_config ec;
+    engine_config_default(&ec);
+    ec.n_workers = d->cfg.engine_workers;
+    ec.max_sessions = d->cfg.limits_max_sessions;
+    ec.max_kv_bytes = d->cfg.limits_max_kv_bytes;
+    ec.max_batch = d->cfg.engine_max_batch < ec.max_sessions ? d->cfg.engine_max_batch
+                                                             : ec.max_sessions;
+    if (engine_create(&d->eng, &d->models, &ec, e))
+        return -1;
+    if (service_init(&d->svc, d->eng, &d->models, &d->cfg, PARLEYD_VERSION))
+        return err_set(e, "cannot initialise the service state");
+    return 0;
+}
+
+/* One short spoken turn through every model, so that the first real user does not pay for
+ * page faults and cold caches: 1 s of quiet noise, answered with a few tokens. */
+static int parleyd_warmup(struct parleyd *d, struct err *e)
+{
+    struct engine_session_options o;
+    service_session_options(&d->svc, &o);
+    o.in_rate = 16000;
+    o.sampling.max_new = 2 * o.voice.schedule[0] + 4;
+    o.sampling.greedy = 1;
+    struct engine_session *s;
+    if (engine_open(d->eng, &o, &s, e) != ENGINE_OK)
+        return -1;
+    enum { N = 16000 };
+    static float pcm[N];
+    uint32_t r = 12345;
+    for (int i = 0; i < N; i++) {
+        r = r * 1664525u + 1013904223u;
+        pcm[i] = ((float)(r >> 8) / (float)(1u << 24) - 0.5f) * 0.01f;
+    }
+    double t0 = now_s();
+    int rc = engine_push_audio(s, pcm, N, e) == ENGINE_OK && engine_commit(s, e) == ENGINE_OK
+                 ? 0
+                 : -1;
+    struct engine_event ev;
+    int done = 0;
+    while (rc == 0 && !done && !sig_stop && engine_next_event(s, &ev, 1.0) >= 0) {
+        if (ev.type == ENGINE_EV_TURN_DONE) {
+            done = 1;
+            log_info("warm-up: %lld text + %lld audio tokens, first audio %s%.0f ms, %.2f s",
+                     (long long)ev.t.n_text, (long long)ev.t.n_audio,
+                     ev.t.first_pcm < 0 ? "none " : "", ev.t.first_pcm * 1e3, now_s() - t0);
+        } else if (ev.type == ENGINE_EV_ERROR) {
+            rc = err_set(e, "warm-up: %s", ev.text ? ev.text : "engine error");
+        }
+        engine_event_clear(&ev);
+    }
+    engine_close(s);
+    return rc;
+}
+
 /* ---- reload and drain ------------------------------------------------------------------ */
 
 static void parleyd_reload(struct parleyd *d)
@@ -388,7 +457,7 @@ static void parleyd_reload(struct parleyd *d)
         char changed[1024], restart[1024];
         int n = config_reload(&d->cfg, fresh, changed, sizeof changed, restart, sizeof restart);
         log_set_level(d->cfg.log_level);
-        atomic_store(&d->max_sessions, d->cfg.limits_max_sessions);
+        service_reload(&d->svc, &d->cfg);
         if (d->http)
             http_set_policy(d->http, pol);
         metrics_set(d->m_sessions_max, d->cfg.limits_max_sessions);
@@ -406,21 +475,21 @@ static void parleyd_reload(struct parleyd *d)
 /* Stops accepting, lets sessions finish until drain_timeout, then closes everything. */
 static void parleyd_drain(struct parleyd *d)
 {
-    atomic_store(&d->draining, 1);
+    atomic_store(&d->svc.draining, 1);
     metrics_set(d->m_draining, 1);
     metrics_set(d->m_ready, 0);
     notify_stopping("draining");
-    log_info("stopping: draining %d session(s), up to %d s", atomic_load(&d->sessions),
+    log_info("stopping: draining %d session(s), up to %d s", atomic_load(&d->svc.sessions),
              d->cfg.drain_timeout);
     http_quiesce(d->http);
     double deadline = now_s() + d->cfg.drain_timeout;
-    while (atomic_load(&d->sessions) > 0 && now_s() < deadline) {
+    while (atomic_load(&d->svc.sessions) > 0 && now_s() < deadline) {
         struct timespec ts = { 0, POLL_MS * 1000000L };
         nanosleep(&ts, NULL);
     }
-    if (atomic_load(&d->sessions) > 0)
+    if (atomic_load(&d->svc.sessions) > 0)
         log_warn("stopping: drain deadline reached, closing %d session(s)",
-                 atomic_load(&d->sessions));
+                 atomic_load(&d->svc.sessions));
 }
 
 /* ---- main ------------------------------------------------------------------------------- */
@@ -485,7 +554,6 @@ int main(int argc, char **argv)
     log_init("parleyd", d.cfg.log_level);
     parleyd_signals();
     parleyd_metrics(&d);
-    atomic_store(&d.max_sessions, d.cfg.limits_max_sessions);
     log_info("parleyd %s starting (pid %d)%s%s", PARLEYD_VERSION, (int)getpid(),
              d.config_path ? ", config " : "", d.config_path ? d.config_path : "");
 
@@ -508,6 +576,13 @@ int main(int argc, char **argv)
     }
     d.models_json = parleyd_models_json(&d);
     parleyd_model_metrics(&d);
+    if (parleyd_engine_start(&d, &e) ||
+        (d.cfg.engine_warmup && (notify_status("warming up"), parleyd_warmup(&d, &e)))) {
+        log_error("%s", e.msg);
+        engine_destroy(d.eng);
+        parleyd_free_models(&d);
+        return 1;
+    }
 
     /* socket activation (parleyd.socket): connections wait in the backlog through restarts */
     int http_fd = notify_listen_fd("http");
@@ -527,6 +602,7 @@ int main(int argc, char **argv)
     d.http = http_start(&hs, &policy, &hooks, &e);
     if (!d.http) {
         log_error("%s", e.msg);
+        engine_destroy(d.eng);
         parleyd_free_models(&d);
         return 1;
     }
@@ -552,8 +628,7 @@ int main(int argc, char **argv)
             parleyd_reload(&d);
         }
         if (t >= next_status) {
-            int n = atomic_load(&d.sessions);
-            metrics_set(d.m_sessions, n);
+            int n = atomic_load(&d.svc.sessions);
             notify_status("ready: %d session%s of %d", n, n == 1 ? "" : "s",
                           d.cfg.limits_max_sessions);
             next_status = t + STATUS_EVERY_S;
@@ -561,6 +636,8 @@ int main(int argc, char **argv)
     }
     parleyd_drain(&d);
     http_stop(d.http);
+    engine_destroy(d.eng);
+    service_free(&d.svc);
     parleyd_free_models(&d);
     log_info("stopped");
     return 0;

@@ -8,10 +8,12 @@ gcc make pkg-config git
 clang libclang-rt-14-dev clang-format
 libopenblas-dev
 libmicrohttpd-dev libwebsockets-dev libjansson-dev
-libopus-dev libopusfile-dev libopusenc-dev
+libopus-dev libopusfile-dev libopusenc-dev libsoxr-dev
 libpcre2-dev libsystemd-dev
 python3 python3-numpy python3-torch
 espeak-ng sox
+haproxy nginx-light
+chromium chromium-driver
 "
 
 missing=""
