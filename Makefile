@@ -21,7 +21,7 @@ BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas
 # libwebsockets (WebSocket server), libsoxr (resampling), libopusenc (Ogg Opus answers)
 DEP_CFLAGS  := $(shell pkg-config --cflags opusfile libopusenc 2>/dev/null)
 DEP_LIBS    := $(shell pkg-config --libs opusfile 2>/dev/null || echo -lopusfile -lopus -logg) \
-               -lopusenc -lsoxr -lwebsockets -lpcre2-8 -lmicrohttpd -ljansson -lsystemd
+               -lopusenc -lopus -logg -lsoxr -lwebsockets -lpcre2-8 -lmicrohttpd -ljansson -lsystemd
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
         -Wcast-qual -Wno-unused-parameter

@@ -68,6 +68,7 @@ struct config {
     /* [engine] */
     int engine_workers;
     int engine_max_batch;
+    int engine_prefill_rows;
     char engine_kv_cache[16];
     int engine_context;
     int engine_first_block;

@@ -212,8 +212,8 @@ static int render_histograms(char **buf, size_t *len, size_t *cap)
                 fmt_value(le, sizeof le, h->bounds[b]);
             else
                 snprintf(le, sizeof le, "+Inf");
-            if (buf_printf(buf, len, cap, "%s_bucket{%s%sle=\"%s\"} %lld\n", h->name, l, sep,
-                           le, cum))
+            if (buf_printf(buf, len, cap, "%s_bucket{%s%sle=\"%s\"} %lld\n", h->name, l, sep, le,
+                           cum))
                 return -1;
         }
         char v[64];

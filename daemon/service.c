@@ -10,11 +10,29 @@
 
 /* Error codes of the protocols (docs/protocol.md, REST); anything else counts as "other". */
 static const char *const service_error_codes[] = {
-    "invalid_json",    "unknown_type",   "invalid_value",   "not_started",   "already_started",
-    "bad_audio",       "busy",           "empty_turn",      "turn_too_long", "too_fast",
-    "context",         "message_too_big", "idle_timeout",   "session_too_long",
-    "slow_reader",     "server_full",    "internal",        "unauthorized",  "unsupported_media",
-    "body_too_large",  "not_found",      "method_not_allowed", "other",
+    "invalid_json",
+    "unknown_type",
+    "invalid_value",
+    "not_started",
+    "already_started",
+    "bad_audio",
+    "busy",
+    "empty_turn",
+    "turn_too_long",
+    "too_fast",
+    "context",
+    "message_too_big",
+    "idle_timeout",
+    "session_too_long",
+    "slow_reader",
+    "server_full",
+    "internal",
+    "unauthorized",
+    "unsupported_media",
+    "body_too_large",
+    "not_found",
+    "method_not_allowed",
+    "other",
 };
 #define SERVICE_N_ERRORS ((int)(sizeof service_error_codes / sizeof service_error_codes[0]))
 _Static_assert(sizeof service_error_codes / sizeof service_error_codes[0] <=
@@ -35,32 +53,32 @@ static void service_register(struct service *s)
     static const double latency[] = { 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10 };
     static const double rtf[] = { 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 4 };
 
-    s->m_sessions = metrics_register("parley_sessions_active", "Sessions open now.",
-                                     METRICS_GAUGE, NULL);
+    s->m_sessions =
+        metrics_register("parley_sessions_active", "Sessions open now.", METRICS_GAUGE, NULL);
     for (int i = 0; i < 5; i++)
         s->m_turns[i] = metrics_register("parley_turns_total", "Finished turns by how they ended.",
                                          METRICS_COUNTER, reasons[i]);
     for (int i = 0; i < 3; i++)
-        s->m_tokens[i] = metrics_register("parley_tokens_total",
-                                          "Prompt tokens prefilled and text/audio tokens generated.",
-                                          METRICS_COUNTER, kinds[i]);
+        s->m_tokens[i] = metrics_register(
+            "parley_tokens_total", "Prompt tokens prefilled and text/audio tokens generated.",
+            METRICS_COUNTER, kinds[i]);
     for (int i = 0; i < SERVICE_REFUSED_N; i++)
-        s->m_refused[i] = metrics_register("parley_sessions_refused_total",
-                                           "Sessions refused (503 / close 1013).",
-                                           METRICS_COUNTER, refusals[i]);
+        s->m_refused[i] =
+            metrics_register("parley_sessions_refused_total",
+                             "Sessions refused (503 / close 1013).", METRICS_COUNTER, refusals[i]);
     for (int i = 0; i < 3; i++)
-        s->m_stage[i] = metrics_register("parley_stage_compute_seconds_total",
-                                         "Compute time spent per model stage.", METRICS_COUNTER,
-                                         stages[i]);
+        s->m_stage[i] =
+            metrics_register("parley_stage_compute_seconds_total",
+                             "Compute time spent per model stage.", METRICS_COUNTER, stages[i]);
     s->m_audio[0] = metrics_register("parley_audio_seconds_total", "Audio heard and spoken.",
                                      METRICS_COUNTER, "direction=\"in\"");
     s->m_audio[1] = metrics_register("parley_audio_seconds_total", "Audio heard and spoken.",
                                      METRICS_COUNTER, "direction=\"out\"");
     for (int i = 0; i < SERVICE_N_ERRORS; i++) {
         snprintf(error_labels[i], sizeof error_labels[i], "type=\"%s\"", service_error_codes[i]);
-        s->m_errors[i] = metrics_register("parley_client_errors_total",
-                                          "Errors sent to clients, by type.", METRICS_COUNTER,
-                                          error_labels[i]);
+        s->m_errors[i] =
+            metrics_register("parley_client_errors_total", "Errors sent to clients, by type.",
+                             METRICS_COUNTER, error_labels[i]);
     }
     s->h_first_audio = metrics_register_histogram(
         "parley_first_audio_seconds", "Commit of the user's turn to the first answer audio.", NULL,
@@ -69,8 +87,8 @@ static void service_register(struct service *s)
         "parley_queue_wait_seconds", "User tokens ready to the start of the prefill.", NULL,
         latency, (int)(sizeof latency / sizeof latency[0]));
     s->h_turn_rtf = metrics_register_histogram(
-        "parley_turn_real_time_factor", "Model compute time of a turn over its answer audio.",
-        NULL, rtf, (int)(sizeof rtf / sizeof rtf[0]));
+        "parley_turn_real_time_factor", "Model compute time of a turn over its answer audio.", NULL,
+        rtf, (int)(sizeof rtf / sizeof rtf[0]));
 }
 
 int service_init(struct service *s, struct engine *eng, const struct engine_models *m,
@@ -119,7 +137,7 @@ void service_session_options(struct service *s, struct engine_session_options *o
     engine_session_options_default(o);
     o->kv_type = !strcmp(c->engine_kv_cache, "f32")    ? DTYPE_F32
                  : !strcmp(c->engine_kv_cache, "bf16") ? DTYPE_BF16
-                                                        : DTYPE_F16;
+                                                       : DTYPE_F16;
     o->n_ctx = c->engine_context && c->engine_context < s->lm_ctx ? c->engine_context : 0;
     o->max_user_seconds = c->limits_max_turn_seconds;
     o->voice.schedule[0] = c->engine_first_block;
@@ -185,8 +203,8 @@ void service_turn_done(struct service *s, const char *proto, const char *id,
              "first_audio_ms=%.0f total_ms=%.0f compute_s=%.3f",
              proto, id, done->turn, engine_done_name(done->reason), audio_in_s,
              (long long)t->n_prompt, (long long)t->n_text, (long long)t->n_audio, out_s,
-             ms(t->tokenize), ms(t->prefill_end), ms(t->first_token), ms(t->first_pcm),
-             ms(t->done), compute);
+             ms(t->tokenize), ms(t->prefill_end), ms(t->first_token), ms(t->first_pcm), ms(t->done),
+             compute);
     if ((int)done->reason >= 0 && (int)done->reason < 5)
         metrics_add(s->m_turns[done->reason], 1);
     metrics_add(s->m_tokens[0], (double)t->n_prompt);
@@ -200,8 +218,7 @@ void service_turn_done(struct service *s, const char *proto, const char *id,
     if (t->first_pcm >= 0)
         metrics_observe(s->h_first_audio, t->first_pcm);
     if (t->prefill_start >= 0)
-        metrics_observe(s->h_queue_wait,
-                        t->prefill_start - (t->tokenize > 0 ? t->tokenize : 0));
+        metrics_observe(s->h_queue_wait, t->prefill_start - (t->tokenize > 0 ? t->tokenize : 0));
     if (out_s > 0)
         metrics_observe(s->h_turn_rtf, compute / out_s);
 }

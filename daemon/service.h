@@ -29,9 +29,9 @@ enum service_refusal {
 
 struct service {
     struct engine *eng;
-    int64_t lm_ctx;  /* the LM's context length */
-    int voice_rate;  /* Hz of answer audio (the vocoder's); 0 without a decoder */
-    int have_stok;   /* spoken input possible */
+    int64_t lm_ctx; /* the LM's context length */
+    int voice_rate; /* Hz of answer audio (the vocoder's); 0 without a decoder */
+    int have_stok;  /* spoken input possible */
     const char *version;
     _Atomic int sessions; /* open, all front-ends together */
     _Atomic int draining;

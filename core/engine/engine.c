@@ -5,10 +5,14 @@
  *
  * Threads
  *   caller threads   any number: engine_open/push/commit/cancel/next_event/close.
- *   LM thread        one: owns the LM runner and the backend; runs prefills (one session's
- *                    prompt at a time) and decode steps batched over every session that is
- *                    generating (continuous batching: a session joins after its prefill and
- *                    leaves when its answer ends or is cancelled, between two steps).
+ *   LM thread        one: owns the LM runner and the backend; runs prefills and decode steps
+ *                    batched over every session that is generating (continuous batching: a
+ *                    session joins after its prefill and leaves when its answer ends or is
+ *                    cancelled, between two steps). A prefill advances one block of
+ *                    prefill_rows ids per step, beside the decode batch, so that a long
+ *                    prompt delays the sessions already speaking by one block at a time, not
+ *                    by the whole prompt. The blocks are the same whatever else runs, so a
+ *                    session's output does not depend on the load.
  *   voice workers    n_workers: speech-tokenizer blocks of pushed audio, the turn's prompt
  *                    (tokenizer finish + chat template + BPE + context policy), decoder blocks
  *                    (t2w: flow + HiFT) and the end of a turn. A worker picks the runnable job
@@ -86,6 +90,7 @@ struct engine_session {
     struct bpe_stream bs;
     struct bpe_text dtext; /* decode scratch */
     struct bpe_ids prompt; /* ids the LM prefills this turn */
+    int64_t n_prefilled;   /* of them, in the cache (the prefill goes one block per step) */
     struct bpe_text ptext; /* this turn's prompt string */
     struct bpe_ids hist;   /* KV mode: every id of the conversation; cache = prefix */
     int64_t header_len;    /* [gMASK]<sop><|system|>... before the first <|user|> */
@@ -96,6 +101,7 @@ struct engine_session {
     int32_t next_id; /* the id the next decode step feeds */
     int64_t kv_bytes;
     double lm_s, voice_s, stok_s;
+    double lm_s_first_block; /* lm_s when the first block of audio tokens was complete */
 };
 
 struct engine {
@@ -584,7 +590,8 @@ enum engine_status engine_commit(struct engine_session *s, struct err *e)
         s->n_gen = 0;
         s->aq_in = s->aq_out = 0;
         s->n_pcm_out = 0;
-        s->lm_s = s->voice_s = s->stok_s = 0;
+        s->lm_s = s->voice_s = s->stok_s = s->lm_s_first_block = 0;
+        s->tm.compute_first_pcm = -1;
         pthread_cond_broadcast(&eng->work_cv);
     }
     pthread_mutex_unlock(&eng->mu);
@@ -699,8 +706,10 @@ static void lm_take(struct engine *eng, struct engine_session *s, int32_t id)
         s->tm.n_audio++;
         if (s->tm.first_audio_token < 0)
             s->tm.first_audio_token = since_commit(s);
-        if (s->tm.first_block < 0 && s->tm.n_audio >= s->opt.voice.schedule[0])
+        if (s->tm.first_block < 0 && s->tm.n_audio >= s->opt.voice.schedule[0]) {
             s->tm.first_block = since_commit(s);
+            s->lm_s_first_block = s->lm_s;
+        }
         s->aq[s->aq_in++] = id - hp->audio_offset;
         if (s->have_t2w)
             pthread_cond_broadcast(&eng->work_cv);
@@ -752,7 +761,8 @@ static void *lm_main(void *arg)
         }
         if (pre) {
             pre->lm_busy = 1;
-            pre->tm.prefill_start = since_commit(pre);
+            if (pre->n_prefilled == 0)
+                pre->tm.prefill_start = since_commit(pre);
         }
         for (int i = 0; i < nb; i++) {
             eng->batch[i]->lm_busy = 1;
@@ -763,15 +773,21 @@ static void *lm_main(void *arg)
             eng->max_batch_seen = nb;
         pthread_mutex_unlock(&eng->mu);
 
-        /* prefill one prompt (first, so that its first token joins this step's batch late by
-         * at most one step) */
-        int pre_rc = 0;
+        /* one block of the oldest prompt (first, so that when it is the last block its first
+         * token joins the next step's batch) */
+        int pre_rc = 0, pre_last = 0;
         int32_t pre_id = 0;
         if (pre) {
             double t0 = now_s();
-            pre_rc = lm_prefill(&eng->runner, &pre->cache, pre->prompt.v, pre->prompt.n,
-                                eng->logits, &e);
-            if (pre_rc == 0) {
+            int64_t k = pre->prompt.n - pre->n_prefilled;
+            if (k > eng->runner.max_rows)
+                k = eng->runner.max_rows;
+            pre_last = pre->n_prefilled + k == pre->prompt.n;
+            struct lm_cache *c = &pre->cache;
+            pre_rc = lm_forward(&eng->runner, &c, pre->prompt.v + pre->n_prefilled, &k, 1,
+                                pre_last ? eng->logits : NULL, &e);
+            pre->n_prefilled += k;
+            if (pre_rc == 0 && pre_last) {
                 pre_id = sampler_sample(&pre->smp, eng->logits);
                 sampler_accept(&pre->smp, pre_id);
             }
@@ -793,11 +809,12 @@ static void *lm_main(void *arg)
         if (pre) {
             pre->lm_busy = 0;
             pre->n_steps++;
-            pre->tm.prefill_end = since_commit(pre);
-            if (pre_rc != 0)
+            if (pre_rc != 0) {
                 lm_fail(eng, pre, &e);
-            else
+            } else if (pre_last) {
+                pre->tm.prefill_end = since_commit(pre);
                 lm_take(eng, pre, pre_id);
+            }
             pthread_cond_broadcast(&pre->ev_cv);
         }
         if (nb > 0) {
@@ -941,6 +958,14 @@ static enum engine_status build_prompt(struct engine *eng, struct engine_session
     return ENGINE_OK;
 }
 
+/* eng->mu held, at the first AUDIO event of a turn: the model compute on its critical path
+ * (the tokenizer after commit, the LM until the first block, the decoder so far). */
+static void first_pcm_compute(struct engine_session *s)
+{
+    double lm = s->tm.first_block >= 0 ? s->lm_s_first_block : s->lm_s;
+    s->tm.compute_first_pcm = s->stok_s + lm + s->voice_s;
+}
+
 /* Worker: the number of answer audio tokens whose audio starts before sample `played`. */
 static int64_t heard_tokens(const struct engine *eng, int64_t played, int64_t n_audio)
 {
@@ -1028,6 +1053,7 @@ static void finish_turn(struct engine *eng, struct engine_session *s)
         if (s->n_pcm_out == 0) {
             s->t_first_pcm = now_s();
             s->tm.first_pcm = since_commit(s);
+            first_pcm_compute(s);
         }
         s->n_pcm_out += n_tail;
     } else if (rc != 0) {
@@ -1109,6 +1135,7 @@ static void prompt_turn(struct engine *eng, struct engine_session *s)
         s->reason = ENGINE_DONE_CANCELLED;
         s->state = S_FINISH;
     } else {
+        s->n_prefilled = 0;
         s->state = S_PREFILL;
     }
     pthread_cond_broadcast(&eng->work_cv);
@@ -1151,6 +1178,7 @@ static void voice_step(struct engine *eng, struct engine_session *s)
         if (s->n_pcm_out == 0) {
             s->t_first_pcm = now_s();
             s->tm.first_pcm = since_commit(s);
+            first_pcm_compute(s);
         }
         s->n_pcm_out += s->t2w.n_out;
         s->t2w.n_out = 0;

@@ -89,6 +89,10 @@ struct engine_timings {
     int64_t n_text, n_audio;                        /* generated ids of each kind */
     int64_t n_samples;                              /* PCM samples emitted */
     double lm_seconds, voice_seconds, stok_seconds; /* compute spent on this turn */
+    /* model compute on the way to the first PCM: the tokenizer after commit, the LM passes
+     * until the first block of audio tokens, the decoder calls until the first AUDIO event
+     * (first_pcm minus this is time spent outside the models: queues, hand-overs) */
+    double compute_first_pcm;
     int64_t n_lm_steps; /* LM passes (the prefill and each batched decode step) of this turn */
     /* LM passes of this turn that ended after engine_cancel was called (the one in flight at
      * that moment, if any): 0 or 1 ("within one decode step"); -1 when not cancelled. */

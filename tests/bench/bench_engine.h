@@ -1,11 +1,15 @@
 /*
- * bench_engine — the engine's figures a random LM with the real GLM-4-Voice-9B
- * layer shape (2 layers, bf16, vocabulary 8192) and the tokenizer vocabulary, special ids,
- * speech tokenizer and decoder of the tiny golden models in build/golden/ (run the golden
- * generators first). Prints the first-audio latency of one audio turn broken down by stage
- * (from commit: tokenizer, prefill, first id, first audio id, first block, first PCM), the
- * share of the turn's wall time spent outside model computations, and aggregate LM tokens/s
- * with 1, 4 and 16 concurrent sessions (continuous batching).
+ * bench_engine — the engine's figures with a random LM of the real GLM-4-Voice-9B layer
+ * shape (2 layers, bf16; vocabulary, special ids and speech-token range of the tiny golden
+ * LM in build/golden/, so run the golden generators first), the speech tokenizer and the
+ * decoder (flow + HiFT) at their released dimensions with random weights.
+ *   engine_first_audio_s            commit -> first PCM of a 2 s spoken turn, and its stages:
+ *   engine_first_audio_tokenize_s   commit -> all user speech tokens
+ *   engine_first_audio_prefill_s    the prefill's own duration
+ *   engine_first_audio_decode_s     end of prefill -> the first block (10) of audio tokens
+ *   engine_first_audio_voice_s      first block -> first PCM (flow + HiFT of the first block)
+ *   engine_first_audio_outside_pct share of the first-audio latency outside model compute
+ *   engine_lm_sessionsN_tps         aggregate LM tokens/s with N = 1, 4, 16 sessions
  */
 #ifndef PARLEY_BENCH_ENGINE_H
 #define PARLEY_BENCH_ENGINE_H

@@ -2,6 +2,7 @@
 #include "bench/figure.h"
 #include "kernels/blas.h"
 #include "bench/bench_stok.h"
+#include "bench/models.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -52,68 +53,16 @@ static double bs_flops(const struct stok_hparams *hp, int64_t t)
 
 void bench_stok_run(int quick)
 {
-    struct stok_model m;
-    memset(&m, 0, sizeof m);
-    struct stok_hparams *hp = &m.hp;
-    *hp = (struct stok_hparams){ .n_mels = 128,
-                                 .d_model = 1280,
-                                 .n_head = 20,
-                                 .d_ffn = 5120,
-                                 .n_layer = quick ? 2 : 16,
-                                 .n_ctx = 1500,
-                                 .block = 200,
-                                 .pool = 4,
-                                 .n_codes = 16384,
-                                 .ln_eps = 1e-5f,
-                                 .sample_rate = 16000,
-                                 .n_fft = 400,
-                                 .hop = 160,
-                                 .window = 480000 };
-    int64_t D = hp->d_model, F = hp->d_ffn;
-    printf("speech tokenizer (real dimensions, random f32 weights, %d layers)\n", hp->n_layer);
-    float *conv1 = bs_fill(D * 128 * 3, 0.05f), *conv2 = bs_fill(D * D * 3, 0.016f);
-    float *vecs = bs_fill(8 * D + F, 0.1f), *pos = bs_fill(1500 * D, 1.0f);
-    float *wqkvo = bs_fill(4 * D * D, 0.05f), *w1 = bs_fill(F * D, 0.05f),
-          *w2 = bs_fill(D * F, 0.025f);
-    float *codebook = bs_fill(16384 * D, 1.0f);
-    struct tensor t[6];
-    struct stok_layer *layers = calloc((size_t)hp->n_layer, sizeof *layers);
-    if (!conv1 || !conv2 || !vecs || !pos || !wqkvo || !w1 || !w2 || !codebook || !layers) {
-        fprintf(stderr, "bench_stok: out of memory\n");
-        goto out;
-    }
-    for (int i = 0; i < 4; i++)
-        tensor_init(&t[i], "w", DTYPE_F32, 2, (int64_t[]){ D, D }, wqkvo + i * D * D);
-    tensor_init(&t[4], "fc1", DTYPE_F32, 2, (int64_t[]){ D, F }, w1);
-    tensor_init(&t[5], "fc2", DTYPE_F32, 2, (int64_t[]){ F, D }, w2);
-    for (int i = 0; i < hp->n_layer; i++) /* one layer's weights shared by all */
-        layers[i] = (struct stok_layer){ .ln1_w = vecs,
-                                         .ln1_b = vecs + D,
-                                         .wq = &t[0],
-                                         .bq = vecs + 2 * D,
-                                         .wk = &t[1],
-                                         .wv = &t[2],
-                                         .bv = vecs + 3 * D,
-                                         .wo = &t[3],
-                                         .bo = vecs + 4 * D,
-                                         .ln2_w = vecs + 5 * D,
-                                         .ln2_b = vecs + 6 * D,
-                                         .fc1 = &t[4],
-                                         .fc1_b = vecs + 8 * D,
-                                         .fc2 = &t[5],
-                                         .fc2_b = vecs + 7 * D };
-    m.conv1_w = conv1;
-    m.conv1_b = vecs;
-    m.conv2_w = conv2;
-    m.conv2_b = vecs + D;
-    m.pos = pos;
-    m.layers = layers;
-    m.codebook = codebook;
+    struct bench_models bm = { 0 };
     struct err e;
-    if (stok_prepare(&m, &e)) {
+    if (bench_models_stok(&bm, quick ? 2 : 16, 16384, &e)) {
         fprintf(stderr, "bench_stok: %s\n", e.msg);
-        goto out;
+        bench_models_free(&bm);
+        return;
     }
+    struct stok_model *m = &bm.stok;
+    const struct stok_hparams *hp = &m->hp;
+    printf("speech tokenizer (real dimensions, random f32 weights, %d layers)\n", hp->n_layer);
     /* 30 s of speech-like audio at 16 kHz: a gliding tone under noise, 4 Hz syllables */
     int64_t n = (quick ? 8 : 30) * 16000;
     float *audio = malloc((size_t)n * sizeof *audio);
@@ -135,7 +84,7 @@ void bench_stok_run(int quick)
             int32_t *tok = NULL;
             int64_t nt = 0;
             double t0 = figure_now();
-            int rc = stok_tokenize(&m, pool, &tok, &nt, audio, n, 16000, &e);
+            int rc = stok_tokenize(m, pool, &tok, &nt, audio, n, 16000, &e);
             double dt = figure_now() - t0;
             free(tok);
             if (rc) {
@@ -155,14 +104,14 @@ void bench_stok_run(int quick)
         int64_t n44 = (int64_t)(secs * 44100);
         float *x = bs_fill(n44, 0.3f), *y = malloc((size_t)(n + 16) * sizeof *y);
         float *raw = malloc((size_t)(n / 160 + 1) * 128 * sizeof *raw);
-        float *scr = malloc((size_t)mel_scratch_floats(&m.mel, 400) * sizeof *scr);
+        float *scr = malloc((size_t)mel_scratch_floats(&m->mel, 400) * sizeof *scr);
         if (x && y && raw && scr && !resample_init(&r, 44100, 16000, &e)) {
             double t0 = figure_now();
             resample_run(&r, y, x, n44, &e);
             double t1 = figure_now();
             for (int64_t f = 0; f < n / 160; f += 400)
-                mel_log10(&m.mel, raw + f * 128, audio, n, f, n / 160 - f < 400 ? n / 160 - f : 400,
-                          scr);
+                mel_log10(&m->mel, raw + f * 128, audio, n, f,
+                          n / 160 - f < 400 ? n / 160 - f : 400, scr);
             double t2 = figure_now();
             printf("  %-44s %10.0fx real time\n", "resample 44.1 -> 16 kHz", secs / (t1 - t0));
             printf("  %-44s %10.0fx real time\n", "log-mel (f64 DFT, 128 bins)", secs / (t2 - t1));
@@ -175,14 +124,5 @@ void bench_stok_run(int quick)
     }
     free(audio);
 out:
-    stok_free(&m);
-    free(layers);
-    free(conv1);
-    free(conv2);
-    free(vecs);
-    free(pos);
-    free(wqkvo);
-    free(w1);
-    free(w2);
-    free(codebook);
+    bench_models_free(&bm);
 }

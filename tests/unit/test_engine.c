@@ -319,6 +319,60 @@ TEST(engine_batched_equals_alone)
     free(both);
 }
 
+/* A long prompt is prefilled one block per step beside the sessions already speaking: its
+ * LM passes are its blocks plus its decode steps, and neither its output nor theirs changes. */
+TEST(engine_prefill_in_blocks)
+{
+    if (!te_models())
+        return;
+    struct err e;
+    struct engine_config c;
+    engine_config_default(&c);
+    c.n_workers = 1;
+    c.max_sessions = c.max_batch = 2;
+    c.prefill_rows = 8;
+    struct engine *eng = NULL;
+    REQUIRE(engine_create(&eng, &te_files.m, &c, &e) == 0);
+    struct engine_session_options o;
+    te_opts(&o, getenv("PARLEY_TEST_QUICK") ? 16 : 40);
+    o.n_ctx = 512;
+    static const char *const texts[2] = {
+        "hello", "tell me a long story about the sea, the wind, the rain and the people who "
+                 "sail across the water every morning before the sun comes up"
+    };
+    struct te_turn *alone = calloc(2, sizeof *alone), *both = calloc(2, sizeof *both);
+    for (int i = 0; i < 2; i++) {
+        struct engine_session *s;
+        REQUIRE(engine_open(eng, &o, &s, &e) == ENGINE_OK);
+        CHECK(engine_push_text(s, texts[i], &e) == ENGINE_OK);
+        CHECK(engine_commit(s, &e) == ENGINE_OK);
+        CHECK(te_drain(s, &alone[i]) == 0);
+        engine_close(s);
+    }
+    CHECK(alone[1].t.n_prompt > 3 * c.prefill_rows);
+    int64_t blocks = (alone[1].t.n_prompt + c.prefill_rows - 1) / c.prefill_rows;
+    CHECK(alone[1].t.n_lm_steps == blocks + alone[1].n_ids - 1);
+    struct engine_session *ss[2];
+    for (int i = 0; i < 2; i++) {
+        REQUIRE(engine_open(eng, &o, &ss[i], &e) == ENGINE_OK);
+        CHECK(engine_push_text(ss[i], texts[i], &e) == ENGINE_OK);
+        CHECK(engine_commit(ss[i], &e) == ENGINE_OK);
+    }
+    for (int i = 0; i < 2; i++) {
+        CHECK(te_drain(ss[i], &both[i]) == 0);
+        CHECK(both[i].n_ids == alone[i].n_ids);
+        CHECK(memcmp(both[i].ids, alone[i].ids, (size_t)alone[i].n_ids * 4) == 0);
+        engine_close(ss[i]);
+    }
+    engine_destroy(eng);
+    for (int i = 0; i < 2; i++) {
+        free(alone[i].pcm);
+        free(both[i].pcm);
+    }
+    free(alone);
+    free(both);
+}
+
 /* The same seed gives the same sampled answer (audio included). */
 TEST(engine_same_seed)
 {

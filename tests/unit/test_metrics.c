@@ -9,8 +9,8 @@ TEST(metrics_histogram_renders_cumulative_buckets)
 {
     metrics_reset();
     static const double bounds[] = { 0.1, 0.5, 1 };
-    struct metrics_histogram *h = metrics_register_histogram(
-        "t_latency_seconds", "A latency.", "stage=\"a\"", bounds, 3);
+    struct metrics_histogram *h =
+        metrics_register_histogram("t_latency_seconds", "A latency.", "stage=\"a\"", bounds, 3);
     REQUIRE(h != NULL);
     metrics_observe(h, 0.05);
     metrics_observe(h, 0.1); /* on a bound: counted in that bucket (le) */
