@@ -115,6 +115,7 @@ struct engine {
     int64_t kv_bytes;                /* eng->mu */
     int64_t steps, rows;             /* eng->mu */
     int max_batch_seen;              /* eng->mu */
+    double pass_start;               /* eng->mu: when the LM pass in flight began; 0: none */
     pthread_t lm_thread;
     pthread_t *workers;
     int n_started;
@@ -667,6 +668,7 @@ void engine_get_stats(struct engine *eng, struct engine_stats *st)
     st->decode_steps = eng->steps;
     st->decode_rows = eng->rows;
     st->max_batch_seen = eng->max_batch_seen;
+    st->lm_pass_seconds = eng->pass_start > 0 ? now_s() - eng->pass_start : 0;
     pthread_mutex_unlock(&eng->mu);
 }
 
@@ -771,6 +773,7 @@ static void *lm_main(void *arg)
         }
         if (nb > eng->max_batch_seen)
             eng->max_batch_seen = nb;
+        eng->pass_start = now_s();
         pthread_mutex_unlock(&eng->mu);
 
         /* one block of the oldest prompt (first, so that when it is the last block its first
@@ -806,6 +809,7 @@ static void *lm_main(void *arg)
         double dt = nb > 0 ? (now_s() - t1) / nb : 0;
 
         pthread_mutex_lock(&eng->mu);
+        eng->pass_start = 0;
         if (pre) {
             pre->lm_busy = 0;
             pre->n_steps++;

@@ -208,6 +208,9 @@ struct engine_stats {
     int64_t kv_bytes;
     int64_t decode_steps, decode_rows; /* batched steps and the rows they carried */
     int max_batch_seen;
+    /* how long the LM pass in flight has run (0 when the LM thread waits for work): a
+     * watchdog's sign of life that stays meaningful while the models compute */
+    double lm_pass_seconds;
 };
 void engine_get_stats(struct engine *eng, struct engine_stats *st);
 

@@ -310,6 +310,7 @@ TEST(engine_batched_equals_alone)
     engine_get_stats(eng, &st);
     CHECK(st.max_batch_seen > 1);
     CHECK(st.n_sessions == 0 && st.kv_bytes == 0);
+    CHECK(st.lm_pass_seconds == 0); /* idle: no pass in flight */
     engine_destroy(eng);
     for (int i = 0; i < 8; i++) {
         free(alone[i].pcm);
