@@ -117,7 +117,7 @@ test: deps
 unit: $(TESTS) $(CLI)
 	$(TESTS)
 
-bench: $(BENCH)
+bench: $(BENCH) $(CLI) $(PARLEYD_IF_ANY)
 	$(BENCH) --json $(BUILD)/bench.jsonl
 
 # ---- sanitizers ----------------------------------------------------------------------------
@@ -151,7 +151,7 @@ fuzz-build:
 	$(MAKE) $(FUZZ_BIN)
 build/fuzz/%: tests/fuzz/%.c build/fuzz/libparley-daemon.a build/fuzz/libparley-proto.a \
               build/fuzz/libparley.a
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -Icore -Iproto -Itests $(DEP_CFLAGS) \
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -Icore -Iproto -Idaemon -Itests $(DEP_CFLAGS) \
 	    -fsanitize=fuzzer $(FUZZ_SAN) $^ $(LDLIBS) -o $@
 # The corpora replayed without libFuzzer (any compiler; tests/run.sh runs them under ASan).
 REPLAY_BIN = $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz-replay/%)
@@ -189,11 +189,15 @@ install: $(CLI) $(PARLEYD) $(LIB)
 	install -m 644 systemd/parleyd.tmpfiles $(DESTDIR)$(TMPFILESDIR)/parleyd.conf
 	[ -e $(DESTDIR)$(SYSCONFDIR)/parley/parleyd.conf ] || \
 	    install -m 644 deploy/parleyd.conf $(DESTDIR)$(SYSCONFDIR)/parley/parleyd.conf
+	install -d $(DESTDIR)$(PREFIX)/share/parley/web/lib
+	install -m 644 web/*.html web/*.js web/*.css $(DESTDIR)$(PREFIX)/share/parley/web/
+	install -m 644 web/lib/*.js $(DESTDIR)$(PREFIX)/share/parley/web/lib/
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/parley $(DESTDIR)$(PREFIX)/bin/parleyd \
 	    $(DESTDIR)$(PREFIX)/lib/libparley.a $(DESTDIR)$(UNITDIR)/parleyd.service \
 	    $(DESTDIR)$(UNITDIR)/parleyd.socket $(DESTDIR)$(SYSUSERSDIR)/parleyd.conf \
 	    $(DESTDIR)$(TMPFILESDIR)/parleyd.conf
+	rm -rf $(DESTDIR)$(PREFIX)/share/parley/web
 
 # ---- run -----------------------------------------------------------------------------------
 

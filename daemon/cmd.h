@@ -26,5 +26,7 @@ int cmd_text_tokens(int argc, char **argv);
 int cmd_speak(int argc, char **argv);
 int cmd_vocode(int argc, char **argv);
 int cmd_ask(int argc, char **argv);
+int cmd_talk(int argc, char **argv);
+int cmd_load(int argc, char **argv);
 
 #endif

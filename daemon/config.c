@@ -49,6 +49,9 @@ static const struct config_item config_items[] = {
       "largest request body accepted; larger ones get 413" },
     { "http", "cors_origins", CONFIG_LIST, F(http_cors_origins), "", 0, 0, 1,
       "origins allowed cross-origin requests (comma-separated; '*' for any; empty for none)" },
+    { "http", "web_root", CONFIG_PATH, F(http_web_root), "", 0, 0, 0,
+      "directory of the browser client served at /; empty: PREFIX/share/parley/web next to the "
+      "installed binary, else the source tree's web/; 'off': none" },
     { "websocket", "address", CONFIG_STR, F(ws_address), "127.0.0.1", 0, 0, 0,
       "address the WebSocket server listens on" },
     { "websocket", "port", CONFIG_INT, F(ws_port), "8081", 1, 65535, 0, "WebSocket port" },

@@ -48,6 +48,7 @@ struct config {
     int ws_port;
     char ws_path[256];
     char ws_public_url[CONFIG_PATH_MAX];
+    char http_web_root[CONFIG_PATH_MAX];
     /* [auth] */
     char auth_api_keys[CONFIG_LIST_MAX];
     char auth_api_key_file[CONFIG_PATH_MAX];

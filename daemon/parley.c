@@ -31,6 +31,8 @@ static const struct command commands[] = {
     { "speak", "--model DEC.gguf --tokens ...", "speech tokens to a WAV (flow + HiFT)", cmd_speak },
     { "vocode", "--model DEC.gguf --mel FILE", "a mel to a WAV (HiFT alone)", cmd_vocode },
     { "ask", "--models DIR --audio Q.wav ...", "turns end to end (the engine)", cmd_ask },
+    { "talk", "--url ws://... --audio Q.wav ...", "a session with parleyd (WebSocket)", cmd_talk },
+    { "load", "[--sessions 1,8,32] ...", "load generator: N sessions against parleyd", cmd_load },
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

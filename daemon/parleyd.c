@@ -1,7 +1,8 @@
 /*
  * parleyd — the daemon: configuration, logging, signals, systemd notification, the three
- * model files, and the HTTP side (proto/http). The engine and the WebSocket server join here
- * once they exist.
+ * model files, the engine and the service state every front-end shares (service.h), the
+ * HTTP side (proto/http: health, metrics, REST spoken QA) and the WebSocket side (chat.h on
+ * proto/ws).
  *
  *   parleyd [--config FILE] [--section-key=value ...] [--check-config] [--print-config]
  *
@@ -16,6 +17,7 @@
  */
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -28,12 +30,14 @@
 #include "backend/backend.h"
 #include "config.h"
 #include "engine/engine.h"
+#include "chat.h"
 #include "http/http.h"
 #include "lm/lm.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
 #include "service.h"
+#include "spoken_qa.h"
 #include "runtime/gguf.h"
 #include "speech/stok.h"
 #include "voice/flow.h"
@@ -108,6 +112,7 @@ struct parleyd {
     _Atomic int ready;
     struct service svc; /* sessions, draining, live settings: what the front-ends share */
     struct http_server *http;
+    struct chat_server *ws; /* the WebSocket protocol (daemon/chat) */
 
     struct metric *m_ready, *m_draining, *m_sessions_max, *m_reloads_ok,
         *m_reloads_failed, *m_http[5];
@@ -118,6 +123,40 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* http.web_root, or where the client's files are when it is empty: BINDIR/../share/parley/web
+ * (make install), else BINDIR/../web or BINDIR/../../web (build/parleyd, build/NAME/parleyd
+ * in the source tree); "" when none. */
+static void parleyd_web_root(const struct config *c, char *out, size_t len)
+{
+    out[0] = '\0';
+    if (!strcmp(c->http_web_root, "off"))
+        return;
+    if (c->http_web_root[0]) {
+        snprintf(out, len, "%s", c->http_web_root);
+        return;
+    }
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (!slash)
+        return;
+    *slash = '\0';
+    static const char *const tries[] = { "../share/parley/web", "../web", "../../web" };
+    for (size_t i = 0; i < sizeof tries / sizeof tries[0]; i++) {
+        char dir[PATH_MAX + 32], index[PATH_MAX + 64];
+        snprintf(dir, sizeof dir, "%s/%s", exe, tries[i]);
+        snprintf(index, sizeof index, "%s/index.html", dir);
+        size_t n_dir = strlen(dir);
+        if (access(index, R_OK) == 0 && n_dir < len) {
+            memcpy(out, dir, n_dir + 1);
+            return;
+        }
+    }
 }
 
 static void usage(FILE *out)
@@ -389,6 +428,7 @@ static int parleyd_engine_start(struct parleyd *d, struct err *e)
     ec.n_workers = d->cfg.engine_workers;
     ec.max_sessions = d->cfg.limits_max_sessions;
     ec.max_kv_bytes = d->cfg.limits_max_kv_bytes;
+    ec.prefill_rows = d->cfg.engine_prefill_rows;
     ec.max_batch = d->cfg.engine_max_batch < ec.max_sessions ? d->cfg.engine_max_batch
                                                              : ec.max_sessions;
     if (engine_create(&d->eng, &d->models, &ec, e))
@@ -460,6 +500,8 @@ static void parleyd_reload(struct parleyd *d)
         service_reload(&d->svc, &d->cfg);
         if (d->http)
             http_set_policy(d->http, pol);
+        if (d->ws)
+            chat_server_reload(d->ws, pol->keys);
         metrics_set(d->m_sessions_max, d->cfg.limits_max_sessions);
         metrics_add(d->m_reloads_ok, 1);
         log_info("reload: %s%s", changed[0] ? "applied " : "nothing changed",
@@ -472,8 +514,29 @@ static void parleyd_reload(struct parleyd *d)
     notify_ready("ready");
 }
 
-/* Stops accepting, lets sessions finish until drain_timeout, then closes everything. */
-static void parleyd_drain(struct parleyd *d)
+/* WATCHDOG=1 at half the interval systemd asked for, as long as the engine shows life: an LM
+ * pass that has run longer than the whole interval means a stuck scheduler, and systemd
+ * should restart us rather than leave clients hanging. */
+static void parleyd_watchdog(struct parleyd *d, double *next)
+{
+    uint64_t usec = notify_watchdog_usec();
+    double t = now_s();
+    if (!usec || t < *next)
+        return;
+    struct engine_stats st;
+    engine_get_stats(d->eng, &st);
+    if (st.lm_pass_seconds * 1e6 < (double)usec)
+        notify_watchdog();
+    else
+        log_error("watchdog: an LM pass has run for %.0f s; not telling systemd we are alive",
+                  st.lm_pass_seconds);
+    *next = t + (double)usec * 1e-6 / 2;
+}
+
+/* Stops accepting (the HTTP listener closes, so a balancer's next request and health check
+ * go elsewhere at once; the WebSocket side refuses new sessions with 1013 and tells the open
+ * ones), lets sessions finish until drain_timeout, then closes everything. */
+static void parleyd_drain(struct parleyd *d, double *next_wd)
 {
     atomic_store(&d->svc.draining, 1);
     metrics_set(d->m_draining, 1);
@@ -482,10 +545,12 @@ static void parleyd_drain(struct parleyd *d)
     log_info("stopping: draining %d session(s), up to %d s", atomic_load(&d->svc.sessions),
              d->cfg.drain_timeout);
     http_quiesce(d->http);
+    chat_server_drain(d->ws, d->cfg.drain_timeout);
     double deadline = now_s() + d->cfg.drain_timeout;
     while (atomic_load(&d->svc.sessions) > 0 && now_s() < deadline) {
         struct timespec ts = { 0, POLL_MS * 1000000L };
         nanosleep(&ts, NULL);
+        parleyd_watchdog(d, next_wd);
     }
     if (atomic_load(&d->svc.sessions) > 0)
         log_warn("stopping: drain deadline reached, closing %d session(s)",
@@ -588,6 +653,10 @@ int main(int argc, char **argv)
     int http_fd = notify_listen_fd("http");
     if (http_fd >= 0)
         log_info("http: serving the socket systemd passed (fd %d)", http_fd);
+    char web_root[PATH_MAX];
+    parleyd_web_root(&d.cfg, web_root, sizeof web_root);
+    if (web_root[0])
+        log_info("http: browser client from %s", web_root);
     struct http_settings hs = {
         .address = d.cfg.http_address,
         .port = d.cfg.http_port,
@@ -597,8 +666,10 @@ int main(int argc, char **argv)
         .ws_path = d.cfg.ws_path,
         .ws_public_url = d.cfg.ws_public_url,
         .ws_port = d.cfg.ws_port,
+        .web_root = web_root,
     };
-    struct http_hooks hooks = { &d, hook_ready, hook_metrics, hook_models, hook_done };
+    struct http_hooks hooks = { &d,        hook_ready,     hook_metrics, hook_models,
+                                hook_done, spoken_qa_serve, &d.svc };
     d.http = http_start(&hs, &policy, &hooks, &e);
     if (!d.http) {
         log_error("%s", e.msg);
@@ -606,6 +677,17 @@ int main(int argc, char **argv)
         parleyd_free_models(&d);
         return 1;
     }
+    d.ws = chat_server_start(&d.svc, policy.keys, &e);
+    if (!d.ws) {
+        log_error("%s", e.msg);
+        http_stop(d.http);
+        engine_destroy(d.eng);
+        parleyd_free_models(&d);
+        return 1;
+    }
+    int ws6 = strchr(d.cfg.ws_address, ':') != NULL;
+    log_info("websocket: ws://%s%s%s:%d%s (protocol parley.v1)", ws6 ? "[" : "",
+             d.cfg.ws_address, ws6 ? "]" : "", chat_server_port(d.ws), d.cfg.ws_path);
     atomic_store(&d.ready, 1);
     metrics_set(d.m_ready, 1);
     int v6 = strchr(d.cfg.http_address, ':') != NULL;
@@ -613,16 +695,12 @@ int main(int argc, char **argv)
              v6 ? "]" : "", http_port(d.http));
     notify_ready("ready: 0 sessions");
 
-    uint64_t wd_usec = notify_watchdog_usec();
     double next_wd = 0, next_status = now_s() + STATUS_EVERY_S;
     while (!sig_stop) {
         struct timespec ts = { 0, POLL_MS * 1000000L };
         nanosleep(&ts, NULL);
         double t = now_s();
-        if (wd_usec && t >= next_wd) {
-            notify_watchdog();
-            next_wd = t + (double)wd_usec * 1e-6 / 2;
-        }
+        parleyd_watchdog(&d, &next_wd);
         if (sig_reload) {
             sig_reload = 0;
             parleyd_reload(&d);
@@ -634,7 +712,8 @@ int main(int argc, char **argv)
             next_status = t + STATUS_EVERY_S;
         }
     }
-    parleyd_drain(&d);
+    parleyd_drain(&d, &next_wd);
+    chat_server_stop(d.ws); /* its sessions close their engine sessions */
     http_stop(d.http);
     engine_destroy(d.eng);
     service_free(&d.svc);

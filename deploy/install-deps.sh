@@ -4,16 +4,16 @@
 set -eu
 
 PACKAGES="
-gcc make pkg-config git
+gcc make pkg-config git curl
 clang libclang-rt-14-dev clang-format
 libopenblas-dev
 libmicrohttpd-dev libwebsockets-dev libjansson-dev
 libopus-dev libopusfile-dev libopusenc-dev libsoxr-dev
 libpcre2-dev libsystemd-dev
-python3 python3-numpy python3-torch
+python3 python3-numpy python3-torch python3-yaml
 espeak-ng sox
 haproxy nginx-light
-chromium chromium-driver
+chromium chromium-driver nodejs
 "
 
 missing=""

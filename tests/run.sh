@@ -55,6 +55,10 @@ for gen in $(ls tests/golden/*.py | grep -v '/engine_torch\.py$') tests/golden/e
 done
 
 run_suite unit build/parley-tests
+# scale-out: two parleyd behind HAProxy (deploy/haproxy.cfg) on loopback
+run_suite scaleout tests/integration/scaleout.sh
+# the browser client in headless Chromium against a real parleyd
+run_suite browser tests/browser/run.sh
 
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all"
 make -j"$JOBS" BUILD=build/san CFLAGS="-O1 -g -fno-omit-frame-pointer" \

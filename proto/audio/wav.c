@@ -1,7 +1,8 @@
-/* wav — RIFF/WAVE reader (see wav.h). */
+/* wav — RIFF/WAVE reader and PCM16 writer (see wav.h). */
 #include "audio/wav.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,4 +177,60 @@ void wav_audio_free(struct wav_audio *a)
 {
     free(a->samples);
     memset(a, 0, sizeof *a);
+}
+
+/* ---- writing --------------------------------------------------------------------------- */
+
+static void wr16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static void wr32(uint8_t *p, uint32_t v)
+{
+    wr16(p, (uint16_t)v);
+    wr16(p + 2, (uint16_t)(v >> 16));
+}
+
+void wav_to_pcm16(void *bytes, const float *pcm, int64_t n)
+{
+    uint8_t *p = bytes;
+    for (int64_t i = 0; i < n; i++) {
+        float v = pcm[i] > 1.0f ? 1.0f : pcm[i] < -1.0f ? -1.0f : pcm[i];
+        if (v != v) /* NaN: silence rather than whatever lrintf makes of it */
+            v = 0;
+        wr16(p + 2 * i, (uint16_t)(int16_t)lrintf(v * 32767.0f));
+    }
+}
+
+int wav_encode_pcm16(uint8_t **out, size_t *size, const float *pcm, int64_t n, int rate,
+                     struct err *e)
+{
+    *out = NULL;
+    *size = 0;
+    if (n < 0 || (uint64_t)n * 2 > 0xFFFFFFFFull - 64)
+        return err_set(e, "%lld samples do not fit a WAV file", (long long)n);
+    if (rate < WAV_MIN_RATE || rate > WAV_MAX_RATE)
+        return err_set(e, "cannot write a WAV file at %d Hz", rate);
+    uint32_t data = (uint32_t)n * 2;
+    uint8_t *b = malloc(WAV_HEADER_BYTES + (size_t)data);
+    if (!b)
+        return err_set(e, "out of memory for a WAV file of %lld samples", (long long)n);
+    memcpy(b, "RIFF", 4);
+    wr32(b + 4, 36 + data);
+    memcpy(b + 8, "WAVEfmt ", 8);
+    wr32(b + 16, 16);
+    wr16(b + 20, WAV_FORMAT_PCM);
+    wr16(b + 22, 1);
+    wr32(b + 24, (uint32_t)rate);
+    wr32(b + 28, (uint32_t)rate * 2);
+    wr16(b + 32, 2);
+    wr16(b + 34, 16);
+    memcpy(b + 36, "data", 4);
+    wr32(b + 40, data);
+    wav_to_pcm16(b + WAV_HEADER_BYTES, pcm, n);
+    *out = b;
+    *size = WAV_HEADER_BYTES + (size_t)data;
+    return 0;
 }

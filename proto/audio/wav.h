@@ -11,6 +11,10 @@
  * alignment that does not match, empty audio, files larger than the caller's limit.
  *
  * wav_pcm16 converts raw little-endian PCM16 (streamed audio with a declared rate).
+ *
+ * Writing (answers): wav_to_pcm16 and wav_encode_pcm16 turn float samples into PCM16 the way
+ * core/voice/voicefile.c writes them (clipped to [-1, 1], times 32767, rounded), so a file and
+ * a stream of chunks of the same answer hold the same bytes.
  */
 #ifndef PARLEY_WAV_H
 #define PARLEY_WAV_H
@@ -42,5 +46,15 @@ int wav_read_file(struct wav_audio *out, const char *path, size_t max_bytes, str
 void wav_pcm16(float *out, const void *bytes, int64_t n);
 
 void wav_audio_free(struct wav_audio *a);
+
+/* bytes [2n] = PCM16 little-endian of pcm [n] (clipped to [-1, 1], times 32767, rounded). */
+void wav_to_pcm16(void *bytes, const float *pcm, int64_t n);
+
+#define WAV_HEADER_BYTES 44
+
+/* A mono PCM16 WAV file of pcm [n] at rate: *out (malloc'ed, freed by the caller) holds
+ * WAV_HEADER_BYTES + 2n bytes. -1 when n does not fit a WAV file or memory runs out. */
+int wav_encode_pcm16(uint8_t **out, size_t *size, const float *pcm, int64_t n, int rate,
+                     struct err *e);
 
 #endif

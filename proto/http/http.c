@@ -1,5 +1,6 @@
 /* http — see http.h. */
 #include "http/http.h"
+#include "http/static.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -8,7 +9,10 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,8 +20,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define HTTP_MAX_KEYS    64
-#define HTTP_RETRY_AFTER "5"
+#define HTTP_MAX_KEYS     64
+#define HTTP_RETRY_AFTER  "5"
+#define HTTP_STREAM_BLOCK (32 * 1024) /* bytes asked of a streamed body's read at a time */
+/* Request bodies held at once, all connections together: each is bounded by the policy's
+ * max_body, this bounds their sum (beyond it: 503 until uploads finish). */
+#define HTTP_BODY_BUDGET (1LL << 30)
 
 struct http_server {
     struct MHD_Daemon *mhd;
@@ -26,14 +34,28 @@ struct http_server {
     struct http_hooks hooks;
     char version[64], ws_address[256], ws_path[256], ws_public_url[1024];
     int ws_port;
+    char web_root[STATIC_PATH_MAX];
     pthread_mutex_t lock; /* guards policy */
     struct http_policy policy;
+    _Atomic int stopping;          /* http_stop began: long answers should give up */
+    _Atomic long long bodies_held; /* bytes of request-body buffers allocated now */
 };
 
 /* Per-request state, from the first call of the handler to the completion callback. */
 struct http_request {
-    long long body_bytes; /* received so far (read and dropped: no route takes a body yet) */
+    long long body_bytes; /* received so far */
     int too_big;
+    int keep_body; /* the route takes a body: collect it (up to the limit), else drop it */
+    int no_room;   /* HTTP_BODY_BUDGET was spent: answered 503 */
+    uint8_t *body;
+    size_t len, cap;
+};
+
+/* A streamed body handed to libmicrohttpd (its reader and free callbacks). */
+struct http_stream {
+    ssize_t (*read)(void *ctx, char *buf, size_t max);
+    void (*release)(void *ctx);
+    void *ctx;
 };
 
 /* ---- responses ------------------------------------------------------------------------- */
@@ -92,6 +114,168 @@ static enum MHD_Result http_error(struct http_server *srv, struct MHD_Connection
     json_t *j =
         json_pack("{s:{s:s,s:s,s:i}}", "error", "type", type, "message", message, "status", status);
     return http_send_json(srv, c, method, path, status, j, hname, hvalue);
+}
+
+/* ---- responses built by hooks --------------------------------------------------------- */
+
+void http_response_init(struct http_response *r)
+{
+    memset(r, 0, sizeof *r);
+    r->status = 200;
+    snprintf(r->type, sizeof r->type, "application/json");
+}
+
+int http_response_header(struct http_response *r, const char *name, const char *fmt, ...)
+{
+    if (r->n_headers >= HTTP_HEADERS_MAX || strlen(name) >= sizeof r->headers[0].name)
+        return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    char *v = NULL;
+    int n = vasprintf(&v, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return -1;
+    snprintf(r->headers[r->n_headers].name, sizeof r->headers[0].name, "%s", name);
+    r->headers[r->n_headers++].value = v;
+    return 0;
+}
+
+void http_response_error(struct http_response *r, int status, const char *type, const char *fmt,
+                         ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    free(r->body);
+    r->body = NULL;
+    r->len = 0;
+    r->status = status;
+    snprintf(r->type, sizeof r->type, "application/json");
+    json_t *j =
+        json_pack("{s:{s:s,s:s,s:i}}", "error", "type", type, "message", msg, "status", status);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!text)
+        return;
+    size_t n = strlen(text);
+    r->body = malloc(n + 1);
+    if (r->body) {
+        memcpy(r->body, text, n);
+        r->body[n] = '\n';
+        r->len = n + 1;
+    }
+    free(text);
+}
+
+void http_response_free(struct http_response *r)
+{
+    free(r->body);
+    for (int i = 0; i < r->n_headers; i++)
+        free(r->headers[i].value);
+    if (r->release)
+        r->release(r->ctx);
+    memset(r, 0, sizeof *r);
+}
+
+static ssize_t http_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct http_stream *st = cls;
+    (void)pos;
+    ssize_t n = st->read(st->ctx, buf, max);
+    if (n == HTTP_STREAM_END)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    if (n < 0)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    return n;
+}
+
+static void http_stream_free(void *cls)
+{
+    struct http_stream *st = cls;
+    if (st->release)
+        st->release(st->ctx);
+    free(st);
+}
+
+/* Sends what a hook built; takes everything res holds, whatever happens. */
+static enum MHD_Result http_send_response(struct http_server *srv, struct MHD_Connection *c,
+                                          const char *method, const char *path,
+                                          struct http_response *res)
+{
+    struct MHD_Response *r = NULL;
+    if (res->read) {
+        struct http_stream *st = malloc(sizeof *st);
+        if (st) {
+            *st = (struct http_stream){ res->read, res->release, res->ctx };
+            r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, HTTP_STREAM_BLOCK,
+                                                  http_stream_read, st, http_stream_free);
+            if (r)
+                res->release = NULL; /* the response owns the stream now */
+            else
+                free(st);
+        }
+    } else {
+        r = MHD_create_response_from_buffer(res->len, res->body, MHD_RESPMEM_MUST_FREE);
+        if (r)
+            res->body = NULL;
+    }
+    if (!r) {
+        http_response_free(res);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, res->type);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    char expose[HTTP_HEADERS_MAX * 50] = "";
+    for (int i = 0; i < res->n_headers; i++) {
+        MHD_add_response_header(r, res->headers[i].name, res->headers[i].value);
+        if (!strncasecmp(res->headers[i].name, "X-", 2) ||
+            !strcasecmp(res->headers[i].name, "Server-Timing")) {
+            size_t used = strlen(expose);
+            snprintf(expose + used, sizeof expose - used, "%s%s", used ? ", " : "",
+                     res->headers[i].name);
+        }
+    }
+    http_cors_headers(srv, c, r);
+    /* browsers hide headers other than the simple ones unless they are listed */
+    if (expose[0] && MHD_get_response_header(r, "Access-Control-Allow-Origin"))
+        MHD_add_response_header(r, "Access-Control-Expose-Headers", expose);
+    int status = res->status;
+    http_response_free(res);
+    enum MHD_Result ok = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    if (srv->hooks.done)
+        srv->hooks.done(srv->hooks.user, method, path, status);
+    return ok;
+}
+
+/* ---- the client of a request ----------------------------------------------------------- */
+
+int http_peer_gone(const struct http_peer *p)
+{
+    if (atomic_load(&p->srv->stopping))
+        return 1;
+    if (p->fd < 0)
+        return 0;
+    struct pollfd pf = { p->fd, POLLIN | POLLRDHUP, 0 };
+    if (poll(&pf, 1, 0) != 1)
+        return 0;
+    if (pf.revents & (POLLHUP | POLLERR | POLLRDHUP | POLLNVAL))
+        return 1;
+    if (pf.revents & POLLIN) {
+        /* readable: the next pipelined request (not gone) or the end of the stream (gone) */
+        char b;
+        ssize_t n = recv(p->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    }
+    return 0;
+}
+
+const char *http_call_arg(const struct http_call *c, const char *name)
+{
+    return MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
 /* ---- policy: CORS and keys ------------------------------------------------------------- */
@@ -232,8 +416,34 @@ static json_t *http_server_info(struct http_server *srv, struct MHD_Connection *
                      "path", srv->ws_path, "port", srv->ws_port);
 }
 
+static enum MHD_Result http_spoken_qa(struct http_server *srv, struct MHD_Connection *c,
+                                      const char *method, const char *path,
+                                      const struct http_request *req)
+{
+    if (!srv->hooks.spoken_qa)
+        return http_error(srv, c, method, path, 501, "not_implemented",
+                          "spoken QA is not available in this server", NULL, NULL);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    struct http_call call = {
+        .method = method,
+        .path = path,
+        .content_type = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type"),
+        .accept = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept"),
+        .body = req->len ? req->body : NULL,
+        .body_len = req->len,
+        .peer = { srv, ci ? ci->connect_fd : -1 },
+        .conn = c,
+    };
+    struct http_response res;
+    http_response_init(&res);
+    srv->hooks.spoken_qa(srv->hooks.spoken_qa_user, &call, &res);
+    return http_send_response(srv, c, method, path, &res);
+}
+
 static enum MHD_Result http_route(struct http_server *srv, struct MHD_Connection *c,
-                                  const char *method, const char *path)
+                                  const char *method, const char *path,
+                                  const struct http_request *req)
 {
     int get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
     if (!strcmp(path, "/healthz") || !strcmp(path, "/health")) {
@@ -251,6 +461,14 @@ static enum MHD_Result http_route(struct http_server *srv, struct MHD_Connection
                                   NULL, NULL);
         return http_error(srv, c, method, path, 503, "not_ready", why, "Retry-After",
                           HTTP_RETRY_AFTER);
+    }
+    /* The browser client's files need no key (the page asks for one); API paths never shadow */
+    if (get && srv->web_root[0] && strncmp(path, "/v1/", 4) && strcmp(path, "/metrics")) {
+        int st = static_serve(c, srv->web_root, method, path);
+        if (st > 0 && srv->hooks.done)
+            srv->hooks.done(srv->hooks.user, method, path, st);
+        if (st != 0)
+            return st > 0 ? MHD_YES : MHD_NO;
     }
     if (!http_authorized(srv, c))
         return http_error(srv, c, method, path, 401, "unauthorized",
@@ -288,9 +506,7 @@ static enum MHD_Result http_route(struct http_server *srv, struct MHD_Connection
     if (!strcmp(path, "/v1/spoken-qa")) {
         if (strcmp(method, "POST"))
             goto not_allowed_post;
-        return http_error(srv, c, method, path, 501, "not_implemented",
-                          "spoken QA needs the engine, which this build does not have yet", NULL,
-                          NULL);
+        return http_spoken_qa(srv, c, method, path, req);
     }
     {
         char msg[300];
@@ -331,6 +547,33 @@ static enum MHD_Result http_preflight(struct http_server *srv, struct MHD_Connec
     return res;
 }
 
+/* Appends a piece of the body (the caller checked the limit); -1 when out of memory. Sets
+ * no_room instead when the server's body budget is spent. */
+static int http_keep(struct http_server *srv, struct http_request *req, const char *data, size_t n)
+{
+    if (req->len + n > req->cap) {
+        size_t cap = req->cap ? req->cap : 16384;
+        while (cap < req->len + n)
+            cap *= 2;
+        long long more = (long long)(cap - req->cap);
+        if (atomic_fetch_add(&srv->bodies_held, more) + more > HTTP_BODY_BUDGET) {
+            atomic_fetch_sub(&srv->bodies_held, more);
+            req->no_room = 1;
+            return 0;
+        }
+        uint8_t *b = realloc(req->body, cap);
+        if (!b) {
+            atomic_fetch_sub(&srv->bodies_held, more);
+            return -1;
+        }
+        req->body = b;
+        req->cap = cap;
+    }
+    memcpy(req->body + req->len, data, n);
+    req->len += n;
+    return 0;
+}
+
 static enum MHD_Result http_handle(void *cls, struct MHD_Connection *c, const char *url,
                                    const char *method, const char *version, const char *upload_data,
                                    size_t *upload_size, void **state)
@@ -345,6 +588,7 @@ static enum MHD_Result http_handle(void *cls, struct MHD_Connection *c, const ch
         *state = req;
         if (!strcmp(method, "OPTIONS"))
             return http_preflight(srv, c, url);
+        req->keep_body = !strcmp(method, "POST") && !strcmp(url, "/v1/spoken-qa");
         pthread_mutex_lock(&srv->lock);
         long long limit = srv->policy.max_body;
         pthread_mutex_unlock(&srv->lock);
@@ -366,9 +610,14 @@ static enum MHD_Result http_handle(void *cls, struct MHD_Connection *c, const ch
         long long limit = srv->policy.max_body;
         pthread_mutex_unlock(&srv->lock);
         req->body_bytes += (long long)*upload_size;
-        *upload_size = 0;
         if (req->body_bytes > limit)
             req->too_big = 1;
+        if (req->keep_body && !req->too_big && !req->no_room &&
+            http_keep(srv, req, upload_data, *upload_size)) {
+            *upload_size = 0;
+            return MHD_NO; /* out of memory: drop the connection */
+        }
+        *upload_size = 0;
         if (req->body_bytes > 2 * limit + (1 << 20)) {
             if (srv->hooks.done)
                 srv->hooks.done(srv->hooks.user, method, url, 413);
@@ -384,15 +633,23 @@ static enum MHD_Result http_handle(void *cls, struct MHD_Connection *c, const ch
         snprintf(msg, sizeof msg, "request body larger than %lld bytes", limit);
         return http_error(srv, c, method, url, 413, "body_too_large", msg, "Connection", "close");
     }
-    (void)upload_data;
+    if (req->no_room)
+        return http_error(srv, c, method, url, 503, "server_busy",
+                          "too many uploads in progress; try again", "Retry-After", "1");
     (void)version;
-    return http_route(srv, c, method, url);
+    return http_route(srv, c, method, url, req);
 }
 
 static void http_completed(void *cls, struct MHD_Connection *c, void **state,
                            enum MHD_RequestTerminationCode code)
 {
-    free(*state);
+    struct http_server *srv = cls;
+    struct http_request *req = *state;
+    if (req) {
+        atomic_fetch_sub(&srv->bodies_held, (long long)req->cap);
+        free(req->body);
+    }
+    free(req);
     *state = NULL;
 }
 
@@ -449,6 +706,7 @@ struct http_server *http_start(const struct http_settings *s, const struct http_
     snprintf(srv->ws_public_url, sizeof srv->ws_public_url, "%s",
              s->ws_public_url ? s->ws_public_url : "");
     srv->ws_port = s->ws_port;
+    snprintf(srv->web_root, sizeof srv->web_root, "%s", s->web_root ? s->web_root : "");
     pthread_mutex_init(&srv->lock, NULL);
     if (s->listen_fd > 0) {
         struct sockaddr_storage ss;
@@ -473,8 +731,11 @@ struct http_server *http_start(const struct http_settings *s, const struct http_
         free(srv);
         return NULL;
     }
-    srv->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_POLL, 0,
-                                NULL, NULL, http_handle, srv, MHD_OPTION_LISTEN_SOCKET, srv->fd,
+    /* a thread per connection: a spoken answer blocks its own thread for seconds while
+     * health checks and metrics go on being answered on theirs */
+    srv->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                                    MHD_USE_ITC | MHD_USE_POLL,
+                                0, NULL, NULL, http_handle, srv, MHD_OPTION_LISTEN_SOCKET, srv->fd,
                                 MHD_OPTION_NOTIFY_COMPLETED, http_completed, srv,
                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
@@ -510,7 +771,8 @@ void http_stop(struct http_server *srv)
 {
     if (!srv)
         return;
-    MHD_stop_daemon(srv->mhd); /* closes the listening socket unless quiesced */
+    atomic_store(&srv->stopping, 1); /* answers in progress see their peer gone and end */
+    MHD_stop_daemon(srv->mhd);       /* closes the listening socket unless quiesced */
     pthread_mutex_destroy(&srv->lock);
     free(srv);
 }

@@ -7,7 +7,8 @@
  * Sections (all by default): read (memory read bandwidth), fma (FP32 FMA peak), sgemm
  * (OpenBLAS 4096³), gemv (decode GEMV at GLM-4-Voice-9B shapes), batch (GEMV with several
  * activation rows), matmul (prefill-sized products through matmul_forward); then the figures
- * of the other modules, each in its own file: attn, conv, lm, stok, voice; and bf16gemm
+ * of the other modules, each in its own file: attn, conv, lm, stok, voice, engine, load (a
+ * real parleyd and `parley load`: first-audio latency for 1, 8, 32 talking sessions); bf16gemm
  * (gemm_bf16 at 16, 64 and 512 rows, x bf16 values and _f32x any f32, against sgemm of the
  * same shape in the same run, and at 16 rows against two passes of the 8-row GEMV). Each figure is
  * printed and, with --json, written as one JSON object per line:
@@ -38,6 +39,7 @@
 #include "bench/bench_lm.h"
 #include "bench/bench_stok.h"
 #include "bench/bench_engine.h"
+#include "bench/bench_load.h"
 #include "bench/bench_voice.h"
 #include "kernels/gemm_bf16.h"
 #include "kernels/gemv.h"
@@ -590,6 +592,11 @@ static void section_voice(struct bench *b)
     bench_voice_run(b->quick);
 }
 
+static void section_load(struct bench *b)
+{
+    bench_load_run(b->quick);
+}
+
 /* ---- main ----------------------------------------------------------------------------- */
 
 struct section {
@@ -602,7 +609,7 @@ static const struct section sections[] = {
     { "gemv", section_gemv },     { "batch", section_batch }, { "matmul", section_matmul },
     { "attn", section_attn },     { "conv", section_conv },   { "lm", section_lm },
     { "stok", section_stok },     { "voice", section_voice }, { "bf16gemm", section_bf16gemm },
-    { "engine", section_engine },
+    { "engine", section_engine }, { "load", section_load },
 };
 #define N_SECTIONS (int)(sizeof sections / sizeof sections[0])
 

@@ -386,7 +386,8 @@ TEST(daemon_serves_and_stops)
                        sizeof body, NULL, 0) == 413);
     CHECK(strstr(body, "body_too_large") != NULL);
     CHECK(http_request(port, "POST", "/v1/spoken-qa", "Authorization: Bearer k1\r\n", "{}", body,
-                       sizeof body, NULL, 0) == 501);
+                       sizeof body, NULL, 0) == 400);
+    CHECK(strstr(body, "\"empty_turn\"") != NULL);
     /* systemd's watchdog gets its pings */
     CHECK(notify_wait(nfd, "WATCHDOG=1", 3000, notes, sizeof notes));
     /* CORS: allowed origin echoed, others not; preflight */

@@ -1,0 +1,67 @@
+/* parleyd under load; see bench_load.h. */
+#include "bench_load.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bench/figure.h"
+
+/* parley next to this binary; 0 when it is not there. */
+static int bl_parley(char *out, size_t len)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return 0;
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (!slash)
+        return 0;
+    *slash = 0;
+    return snprintf(out, len, "%s/parley", exe) < (int)len && access(out, X_OK) == 0;
+}
+
+void bench_load_run(int quick)
+{
+    char exe[PATH_MAX];
+    if (!bl_parley(exe, sizeof exe)) {
+        printf("  load: no parley next to parley-bench (make builds it)\n");
+        return;
+    }
+    int p[2];
+    if (pipe(p) != 0) {
+        printf("  load: pipe failed\n");
+        return;
+    }
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(p[1], 1);
+        close(p[0]);
+        close(p[1]);
+        char *argv[] = { exe, "load", "--figures", quick ? "--quick" : NULL, NULL };
+        execv(exe, argv);
+        _exit(127);
+    }
+    close(p[1]);
+    FILE *f = fdopen(p[0], "r");
+    char line[1024];
+    while (f && fgets(line, sizeof line, f)) {
+        char name[256], unit[64];
+        double v;
+        if (sscanf(line, "FIGURE %255s %lf %63s", name, &v, unit) == 3)
+            figure_emit(name, v, unit, 0); /* prints the line itself */
+        else
+            fputs(line, stdout); /* headings and notes */
+    }
+    if (f)
+        fclose(f);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        printf("  load: parley load failed (exit %d)\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+}
