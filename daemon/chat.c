@@ -71,6 +71,7 @@ struct chat_session {
     double commit_t, first_audio_t;
     int64_t sent_samples; /* answer samples sent (output rate) */
     int64_t user_tokens;
+    int last_turn; /* the last turn.done's turn, -1 before the first */
 
     /* pump */
     pthread_t pump;
@@ -407,14 +408,45 @@ static int64_t chat_played_estimate(const struct chat_session *s)
     return s->sent_samples * vr / s->out_rate;
 }
 
+/* After turn.done: how much of that answer a listener playing in real time since its first
+ * audio has heard (model rate; never less than it can have heard, so that the client's own
+ * response.cancel can only trim further), or -1 when it has all been played. mu held. */
+static int64_t chat_playing_estimate(const struct chat_session *s)
+{
+    if (s->answering || s->last_turn < 0 || s->first_audio_t < 0)
+        return -1;
+    int64_t played = (int64_t)((chat_now() - s->first_audio_t) * s->out_rate);
+    if (played >= s->sent_samples)
+        return -1;
+    int vr = s->svc->voice_rate ? s->svc->voice_rate : 22050;
+    return played * vr / s->out_rate;
+}
+
+/* The listener stopped hearing the finished answer at played (model rate): the conversation
+ * keeps what was heard (engine_heard), and the client learns how much. mu held. */
+static void chat_trim_heard(struct chat_session *s, int64_t played)
+{
+    struct err e;
+    int64_t heard = 0;
+    if (engine_heard(s->es, played, &heard, &e) != ENGINE_OK)
+        return; /* the next turn already began: nothing left to trim */
+    int vr = s->svc->voice_rate ? s->svc->voice_rate : 22050;
+    chat_send_json(s, json_pack("{s:s,s:i,s:I,s:I}", "type", "turn.truncated", "turn", s->last_turn,
+                                "played_samples", (json_int_t)(played * s->out_rate / vr),
+                                "heard_audio_tokens", (json_int_t)heard));
+}
+
 static void chat_vad_emit(void *user, enum vad_kind kind, int64_t pos, const float *pcm, int64_t n)
 {
     struct chat_session *s = user;
     if (kind == VAD_START) {
         chat_send_json(s, json_pack("{s:s,s:I}", "type", "speech.started", "audio_ms",
                                     (json_int_t)(pos * 1000 / s->in_rate)));
+        int64_t playing = chat_playing_estimate(s);
         if (s->answering && !s->cancelled) /* barge-in */
             chat_cancel_locked(s, chat_played_estimate(s));
+        else if (playing >= 0) /* barge-in on an answer that is generated but still plays */
+            chat_trim_heard(s, playing);
     } else if (kind == VAD_AUDIO) {
         chat_take_audio(s, pcm, n);
     } else {
@@ -624,6 +656,8 @@ static void chat_response_cancel(struct chat_session *s, json_t *m, json_t *eid)
         struct err e;
         engine_cancel(s->es, played, &e);
         s->cancelled = 1;
+    } else if (s->last_turn >= 0) {
+        chat_trim_heard(s, played);
     }
     pthread_mutex_unlock(&s->mu);
 }
@@ -862,6 +896,8 @@ static void chat_turn_done(struct chat_session *s, struct engine_event *ev)
     const struct engine_timings *t = &ev->t;
     int r = (int)ev->reason >= 0 && (int)ev->reason < 5 ? (int)ev->reason : 4;
     double first_audio = s->first_audio_t >= 0 ? s->first_audio_t - s->commit_t : -1;
+    /* total: until this message, so that it covers the audio sent after the engine's end */
+    double total = chat_now() - s->commit_t;
     json_t *j =
         json_pack("{s:s,s:i,s:s,s:s%,s:I,s:I,s:{s:I,s:I,s:I},s:{s:o,s:o,s:o,s:o,s:o}}", "type",
                   "turn.done", "turn", ev->turn, "reason", reasons[r], "text",
@@ -871,11 +907,12 @@ static void chat_turn_done(struct chat_session *s, struct engine_event *ev)
                   (json_int_t)t->n_text, "audio", (json_int_t)t->n_audio, "timings", "tokenize_ms",
                   chat_ms(t->tokenize), "prefill_ms", chat_ms(t->prefill_end), "first_token_ms",
                   chat_ms(t->first_token), "first_audio_ms", chat_ms(first_audio), "total_ms",
-                  chat_ms(t->done));
+                  chat_ms(total));
     if (j && ev->reason == ENGINE_DONE_CANCELLED)
         json_object_set_new(j, "heard_audio_tokens", json_integer(ev->heard_audio_tokens));
     chat_send_json(s, j);
     service_turn_done(s->svc, "ws", s->id, ev, s->turn_audio_s);
+    s->last_turn = ev->turn;
     s->n_text = 0;
     s->answering = 0;
     s->cancelled = 0;
@@ -1036,6 +1073,7 @@ struct chat_session *chat_session_open(struct service *svc, const struct chat_io
     }
     s->svc = svc;
     s->io = *io;
+    s->last_turn = -1;
     memcpy(s->id, id, sizeof id);
     pthread_mutex_init(&s->mu, NULL);
     s->t_start = s->t_last_rx = chat_now();
@@ -1072,6 +1110,24 @@ const char *chat_session_id(const struct chat_session *s)
     return s->id;
 }
 
+/* The client left mid-answer: the answer stops (what the client received counts as heard)
+ * and the turn still gets its log line and metrics. engine_close would wait for the cancel
+ * anyway; this only reads the events it leaves. No one is left to send them to. */
+static void chat_abandon_turn(struct chat_session *s)
+{
+    struct err e;
+    engine_cancel(s->es, chat_played_estimate(s), &e);
+    struct engine_event ev;
+    while (engine_next_event(s->es, &ev, 5.0) == 1) {
+        int done = ev.type == ENGINE_EV_TURN_DONE;
+        if (done)
+            service_turn_done(s->svc, "ws", s->id, &ev, s->turn_audio_s);
+        engine_event_clear(&ev);
+        if (done)
+            break;
+    }
+}
+
 void chat_session_free(struct chat_session *s)
 {
     if (!s)
@@ -1079,6 +1135,8 @@ void chat_session_free(struct chat_session *s)
     atomic_store(&s->stop, 1);
     if (s->have_pump)
         pthread_join(s->pump, NULL);
+    if (s->es && s->answering)
+        chat_abandon_turn(s);
     if (s->es)
         engine_close(s->es);
     opus_in_free(s->dec);

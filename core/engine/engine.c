@@ -100,6 +100,10 @@ struct engine_session {
     int64_t n_gen;
     int32_t next_id; /* the id the next decode step feeds */
     int64_t kv_bytes;
+    /* the last finished answer, for engine_heard: where its ids start in hist (KV mode), how
+     * many were kept; valid from its TURN_DONE until the next commit */
+    int64_t last_at, last_kept;
+    int last_open;
     double lm_s, voice_s, stok_s;
     double lm_s_first_block; /* lm_s when the first block of audio tokens was complete */
 };
@@ -581,6 +585,7 @@ enum engine_status engine_commit(struct engine_session *s, struct err *e)
         err_set(e, "engine: commit of an empty turn");
     } else {
         s->state = S_TOKENIZE;
+        s->last_open = 0;
         s->t_commit = now_s();
         s->cancel_req = 0;
         s->n_steps = 0;
@@ -614,6 +619,56 @@ enum engine_status engine_cancel(struct engine_session *s, int64_t played, struc
         if (s->cancel_step < 0)
             s->cancel_step = s->n_steps;
         pthread_cond_broadcast(&eng->work_cv);
+    }
+    pthread_mutex_unlock(&eng->mu);
+    return st;
+}
+
+static int64_t heard_tokens(const struct engine *eng, int64_t played, int64_t n_audio);
+
+/* Of an answer's n ids, how many the conversation keeps when the listener heard `played`
+ * samples: up to and including the last audio token whose audio had begun (text ids in
+ * between too); none when no audio was heard. *heard = those audio tokens. */
+static int64_t ids_heard(const struct engine *eng, const int32_t *gen, int64_t n, int64_t played,
+                         int64_t *heard)
+{
+    const int32_t audio_offset = eng->m.lm->hp.audio_offset;
+    int64_t n_audio = 0;
+    for (int64_t i = 0; i < n; i++)
+        n_audio += gen[i] >= audio_offset;
+    *heard = heard_tokens(eng, played, n_audio);
+    int64_t a = 0, i = 0;
+    for (; i < n && a < *heard; i++)
+        a += gen[i] >= audio_offset;
+    return *heard > 0 ? i : 0;
+}
+
+enum engine_status engine_heard(struct engine_session *s, int64_t played, int64_t *heard,
+                                struct err *e)
+{
+    struct engine *eng = s->eng;
+    enum engine_status st = ENGINE_OK;
+    pthread_mutex_lock(&eng->mu);
+    if (s->state != S_IDLE || !s->last_open) {
+        st = ENGINE_ERR_STATE;
+        err_set(e, "engine: no finished answer to trim (an answer runs, or the next turn began)");
+    } else {
+        int64_t h = 0, kept = ids_heard(eng, s->gen, s->last_kept, played < 0 ? 0 : played, &h);
+        if (heard)
+            *heard = h;
+        if (kept < s->last_kept) {
+            s->last_kept = kept;
+            if (s->opt.history == ENGINE_HISTORY_RETOKENIZE) {
+                struct err e2;
+                s->dtext.n = 0;
+                if (bpe_decode(eng->m.bpe, &s->dtext, s->gen, kept, &e2) == 0)
+                    chat_commit(&s->chat, s->ptext.v, s->dtext.v ? s->dtext.v : "", &e2);
+            } else {
+                s->hist.n = s->last_at + kept;
+                if (s->cache.n_pos > s->hist.n)
+                    lm_cache_truncate(&s->cache, s->hist.n);
+            }
+        }
     }
     pthread_mutex_unlock(&eng->mu);
     return st;
@@ -1006,14 +1061,10 @@ static void finish_turn(struct engine *eng, struct engine_session *s)
     int64_t kept = s->n_gen, heard = -1;
     if (kept > 0 && lm_is_stop(hp, s->gen[kept - 1]))
         kept--;
-    if (cancelled) {
-        heard = heard_tokens(eng, played, s->tm.n_audio);
-        int64_t a = 0, i = 0;
-        for (; i < kept && a < heard; i++)
-            if (s->gen[i] >= hp->audio_offset)
-                a++;
-        kept = heard > 0 ? i : 0;
-    }
+    if (cancelled)
+        kept = ids_heard(eng, s->gen, kept, played, &heard);
+    s->last_at = s->hist.n;
+    s->last_kept = kept;
     if (s->opt.history == ENGINE_HISTORY_RETOKENIZE) {
         s->dtext.n = 0;
         if (bpe_decode(eng->m.bpe, &s->dtext, s->gen, kept, &e) == 0)
@@ -1081,6 +1132,7 @@ static void finish_turn(struct engine *eng, struct engine_session *s)
         }
     }
     ev_push(s, ev);
+    s->last_open = !cancelled && reason != ENGINE_DONE_ERROR && kept > 0;
     s->turn++;
     s->turn_audio = s->turn_text = 0;
     s->n_in = s->n_in_turn = 0;

@@ -195,6 +195,14 @@ enum engine_status engine_commit(struct engine_session *s, struct err *e);
  * them). Harmless when no answer runs (ENGINE_ERR_STATE). */
 enum engine_status engine_cancel(struct engine_session *s, int64_t played, struct err *e);
 
+/* Barge-in after the answer was generated, while the listener still plays it: the last
+ * answer was heard up to `played` samples, so the conversation keeps only that much (the rule
+ * of engine_cancel; *heard = the answer's audio tokens kept, may be NULL). Allowed from that
+ * answer's TURN_DONE until the next commit (audio of the next turn may have been pushed);
+ * ENGINE_ERR_STATE otherwise. Trimming twice keeps the shorter. */
+enum engine_status engine_heard(struct engine_session *s, int64_t played, int64_t *heard,
+                                struct err *e);
+
 /* Takes the oldest event: 1 when one was taken, 0 after timeout_s seconds without one
  * (timeout_s < 0: wait for ever, 0: do not wait). */
 int engine_next_event(struct engine_session *s, struct engine_event *ev, double timeout_s);

@@ -393,6 +393,48 @@ TEST(chat_barge_in_and_cancel)
     tc_io_free(&io);
 }
 
+/* The answer is generated before the listener has heard it: a response.cancel after its
+ * turn.done, or speech (server VAD) while it still plays, trims the conversation to what was
+ * heard (turn.truncated). */
+TEST(chat_cancel_after_done_trims_history)
+{
+    struct tc_io io;
+    struct chat_session *s = tc_open(&io);
+    REQUIRE(s != NULL);
+    tc_msg(s, "{\"type\":\"session.start\",\"input\":{\"codec\":\"pcm16\",\"rate\":16000},"
+              "\"output\":{\"codec\":\"pcm16\",\"rate\":16000},"
+              "\"sampling\":{\"greedy\":true,\"max_new_tokens\":300},"
+              "\"turn_detection\":{\"type\":\"server_vad\",\"silence_duration_ms\":200}}");
+    REQUIRE(tc_wait(&io, 0, "\"session.started\"", 1) >= 0);
+    tc_msg(s, "{\"type\":\"input.text\",\"text\":\"Hello there\"}");
+    int d = tc_wait(&io, 0, "\"turn.done\"", 20);
+    REQUIRE(d >= 0);
+    REQUIRE(tc_field(io.json[d], "audio_samples") > 16000 / 10); /* the answer speaks */
+    CHECK(strstr(io.json[d], "\"reason\":\"cancelled\"") == NULL);
+    /* the client played 1 sample of it */
+    tc_msg(s, "{\"type\":\"response.cancel\",\"played_samples\":1}");
+    int tr = tc_wait(&io, d, "\"turn.truncated\"", 2);
+    REQUIRE(tr > d);
+    CHECK(tc_field(io.json[tr], "turn") == 0);
+    CHECK(tc_field(io.json[tr], "heard_audio_tokens") == 1);
+    /* the second answer, barged in on by speech while it plays (it was just sent) */
+    int n0 = io.n_json;
+    tc_msg(s, "{\"type\":\"input.text\",\"text\":\"Hello there\"}");
+    int d2 = tc_wait(&io, n0, "\"turn.done\"", 20);
+    REQUIRE(d2 >= 0);
+    fprintf(stderr, "  answer of %lld samples (16 kHz)\n", tc_field(io.json[d2], "audio_samples"));
+    int t = 0;
+    tc_pcm(s, 10, 0.3, &t);
+    int tr2 = tc_wait(&io, d2, "\"turn.truncated\"", 2);
+    CHECK(tr2 > d2);
+    if (tr2 > d2) {
+        CHECK(tc_field(io.json[tr2], "turn") == 1);
+        CHECK(tc_field(io.json[tr2], "played_samples") < tc_field(io.json[d2], "audio_samples"));
+    }
+    chat_session_free(s);
+    tc_io_free(&io);
+}
+
 /* A client that does not read is paced, then dropped (slow_reader, 1008); a silent one times
  * out (idle_timeout, 1000). Limits changed live, as SIGHUP does. */
 TEST(chat_slow_reader_and_idle)

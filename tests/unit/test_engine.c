@@ -374,6 +374,55 @@ TEST(engine_prefill_in_blocks)
     free(both);
 }
 
+/* Barge-in after the answer was generated (it still plays): engine_heard trims the history
+ * to what was heard, by the rule of a cancel, until the next commit. */
+TEST(engine_heard_trims_finished_answer)
+{
+    if (!te_models())
+        return;
+    struct err e;
+    struct engine *eng = te_engine(1, 1);
+    REQUIRE(eng);
+    struct engine_session_options o;
+    te_opts(&o, 60);
+    int64_t n = 24000;
+    float *pcm = malloc((size_t)n * sizeof *pcm);
+    te_audio(pcm, n, 1);
+    struct engine_session *s;
+    REQUIRE(engine_open(eng, &o, &s, &e) == ENGINE_OK);
+    int64_t heard = -1;
+    CHECK(engine_heard(s, 100, &heard, &e) == ENGINE_ERR_STATE); /* no answer yet */
+    CHECK(engine_push_audio(s, pcm, n, &e) == ENGINE_OK);
+    CHECK(engine_commit(s, &e) == ENGINE_OK);
+    struct te_turn *t = calloc(1, sizeof *t);
+    REQUIRE(te_drain(s, t) == 0);
+    const int32_t audio_offset = te_files.m.lm->hp.audio_offset;
+    int64_t first_audio = 0;
+    while (first_audio < t->n_ids && t->ids[first_audio] < audio_offset)
+        first_audio++;
+    REQUIRE(first_audio + 1 < t->n_ids); /* an answer with audio and more after its first token */
+    int64_t full = engine_session_positions(s);
+    /* one sample heard: the first audio token (and the text before it) stays */
+    CHECK(engine_heard(s, 1, &heard, &e) == ENGINE_OK);
+    CHECK(heard == 1);
+    CHECK(engine_session_positions(s) == t->t.n_prompt + first_audio + 1);
+    CHECK(engine_session_positions(s) < full);
+    /* a later, longer position cannot bring back what was trimmed */
+    CHECK(engine_heard(s, 1 << 30, &heard, &e) == ENGINE_OK);
+    CHECK(engine_session_positions(s) == t->t.n_prompt + first_audio + 1);
+    /* the next turn builds on what was heard; during it, trimming is refused */
+    CHECK(engine_push_text(s, "and then?", &e) == ENGINE_OK);
+    CHECK(engine_commit(s, &e) == ENGINE_OK);
+    CHECK(engine_heard(s, 1, &heard, &e) == ENGINE_ERR_STATE);
+    REQUIRE(te_drain(s, t) == 0);
+    CHECK(t->n_errors == 0 && t->n_ids > 0);
+    free(t->pcm);
+    free(t);
+    engine_close(s);
+    engine_destroy(eng);
+    free(pcm);
+}
+
 /* The same seed gives the same sampled answer (audio included). */
 TEST(engine_same_seed)
 {

@@ -152,6 +152,15 @@ export class Conversation {
                 this.onChange('answer', t);
                 return 'end';
             }
+            case 'turn.truncated': {
+                // Our cancel reached the server after the answer was generated: the
+                // conversation now holds only what was heard.
+                const t = this.turn(msg.turn);
+                t.reason = 'cancelled';
+                this.stats.truncated = (this.stats.truncated || 0) + 1;
+                this.onChange('answer', t);
+                return null;
+            }
             case 'error':
                 // A cancel racing the end of its answer is harmless: the answer is over either way.
                 if (msg.event_id && String(msg.event_id).startsWith('cancel-')) return null;
