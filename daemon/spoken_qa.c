@@ -385,7 +385,7 @@ static int qa_parse_json(struct qa_question *qq, struct qa_options *o, const str
 
 /* The question and options of a request; the format of the answer in *out. */
 static int qa_parse(struct qa_question *qq, struct qa_options *o, enum qa_out *out,
-                    const struct http_call *c, struct service *svc, struct qa_error *q)
+                    const struct http_call *c, const struct service *svc, struct qa_error *q)
 {
     double t0 = now_s();
     struct engine_session_options dflt;
@@ -456,6 +456,19 @@ static int qa_parse(struct qa_question *qq, struct qa_options *o, enum qa_out *o
         return qa_fail(q, 406, "not_acceptable", "this server has no voice decoder: no audio");
     qq->decode_ms = (now_s() - t0) * 1e3;
     return 0;
+}
+
+int spoken_qa_check(const struct service *svc, const struct http_call *call, char *msg, size_t len)
+{
+    struct qa_question qq;
+    struct qa_options o;
+    struct qa_error q = { 0 };
+    enum qa_out out;
+    memset(&qq, 0, sizeof qq);
+    int rc = qa_parse(&qq, &o, &out, call, svc, &q);
+    qa_question_free(&qq);
+    snprintf(msg, len, "%s", rc ? q.msg : "");
+    return rc ? q.status : 0;
 }
 
 /* ---- the turn ------------------------------------------------------------------------------ */

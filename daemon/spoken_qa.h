@@ -41,4 +41,10 @@
 /* The hooks.spoken_qa of proto/http; user is the struct service. */
 void spoken_qa_serve(void *service, const struct http_call *call, struct http_response *res);
 
+/* Reads a request as spoken_qa_serve does (content type, JSON, options, base64, the audio
+ * decoders, Accept) without running a turn: 0 when it would be answered, else the HTTP status
+ * of its error, with the message in msg. Only svc's lm_ctx, have_stok and voice_rate are read.
+ * For the fuzz target. */
+int spoken_qa_check(const struct service *svc, const struct http_call *call, char *msg, size_t len);
+
 #endif

@@ -275,7 +275,7 @@ int http_peer_gone(const struct http_peer *p)
 
 const char *http_call_arg(const struct http_call *c, const char *name)
 {
-    return MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, name);
+    return c->conn ? MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, name) : NULL;
 }
 
 /* ---- policy: CORS and keys ------------------------------------------------------------- */

@@ -51,7 +51,7 @@ struct http_call {
     const void *body;         /* the whole body (NULL when empty), at most the body limit */
     size_t body_len;
     struct http_peer peer;
-    void *conn; /* libmicrohttpd's connection, for http_call_arg */
+    void *conn; /* libmicrohttpd's connection, for http_call_arg (NULL: no query string) */
 };
 /* A query-string parameter, or NULL. */
 const char *http_call_arg(const struct http_call *c, const char *name);
