@@ -1158,8 +1158,10 @@ void chat_session_free(struct chat_session *s)
 struct chat_server {
     struct service *svc;
     struct ws_server *ws;
-    pthread_mutex_t mu; /* the session list */
+    pthread_mutex_t mu; /* the session list, reaping */
+    pthread_cond_t reaped;
     struct chat_session *sessions;
+    int reaping; /* sessions being freed on their own threads */
     int port;
 };
 
@@ -1224,6 +1226,21 @@ static void chat_ws_too_big(void *conn, struct ws_conn *c, size_t len)
     chat_session_too_big(conn, len);
 }
 
+static void *chat_reaper(void *arg)
+{
+    struct chat_session *s = arg;
+    struct chat_server *cs = s->server;
+    chat_session_free(s);
+    pthread_mutex_lock(&cs->mu);
+    cs->reaping--;
+    pthread_cond_broadcast(&cs->reaped);
+    pthread_mutex_unlock(&cs->mu);
+    return NULL;
+}
+
+/* The connection is gone. Freeing its session waits for the engine to let go of it (up to
+ * one decode step) and for its pump: that happens on a thread of its own, so that the
+ * WebSocket thread keeps serving every other connection meanwhile. */
 static void chat_ws_closed(void *conn, struct ws_conn *c)
 {
     (void)c;
@@ -1236,8 +1253,16 @@ static void chat_ws_closed(void *conn, struct ws_conn *c)
         cs->sessions = s->next;
     if (s->next)
         s->next->prev = s->prev;
+    cs->reaping++;
     pthread_mutex_unlock(&cs->mu);
-    chat_session_free(s);
+    pthread_t t;
+    pthread_attr_t a;
+    int detached = pthread_attr_init(&a) == 0 &&
+                   pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED) == 0 &&
+                   pthread_create(&t, &a, chat_reaper, s) == 0;
+    pthread_attr_destroy(&a);
+    if (!detached)
+        chat_reaper(s);
 }
 
 static int64_t chat_max_queue(const struct config *c)
@@ -1260,6 +1285,7 @@ struct chat_server *chat_server_start(struct service *svc, const char *keys, str
     service_settings(svc, c);
     cs->svc = svc;
     pthread_mutex_init(&cs->mu, NULL);
+    pthread_cond_init(&cs->reaped, NULL);
     struct ws_settings ws = {
         .address = c->ws_address,
         .port = c->ws_port,
@@ -1274,6 +1300,7 @@ struct chat_server *chat_server_start(struct service *svc, const char *keys, str
     cs->ws = ws_start(&ws, &h, e);
     free(c);
     if (!cs->ws) {
+        pthread_cond_destroy(&cs->reaped);
         pthread_mutex_destroy(&cs->mu);
         free(cs);
         return NULL;
@@ -1314,6 +1341,11 @@ void chat_server_stop(struct chat_server *cs)
     if (!cs)
         return;
     ws_stop(cs->ws);
+    pthread_mutex_lock(&cs->mu); /* every session freed before the engine goes */
+    while (cs->reaping > 0)
+        pthread_cond_wait(&cs->reaped, &cs->mu);
+    pthread_mutex_unlock(&cs->mu);
+    pthread_cond_destroy(&cs->reaped);
     pthread_mutex_destroy(&cs->mu);
     free(cs);
 }
