@@ -161,6 +161,11 @@ static int config_find_name(const char *name)
     return config_find(name, (size_t)(dot - name), dot + 1);
 }
 
+int config_index(const char *name)
+{
+    return config_find_name(name);
+}
+
 static int parse_ll(const char *s, long long *out, int allow_suffix)
 {
     char *end;

@@ -123,6 +123,8 @@ int config_reload(struct config *live, const struct config *fresh, char *changed
                   char *restart_names, size_t rlen);
 
 int config_count(void);
+/* The index of a setting ("limits.max_sessions") in source[] and line[], -1 if none. */
+int config_index(const char *name);
 const char *config_source_name(enum config_source src);
 /* Next item of a comma-separated list, trimmed; *pos advances. 0 at the end. */
 int config_list_next(const char *list, size_t *pos, char *out, size_t len);

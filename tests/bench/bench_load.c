@@ -9,26 +9,12 @@
 #include <unistd.h>
 
 #include "bench/figure.h"
-
-/* parley next to this binary; 0 when it is not there. */
-static int bl_parley(char *out, size_t len)
-{
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
-        return 0;
-    exe[n] = 0;
-    char *slash = strrchr(exe, '/');
-    if (!slash)
-        return 0;
-    *slash = 0;
-    return snprintf(out, len, "%s/parley", exe) < (int)len && access(out, X_OK) == 0;
-}
+#include "testd.h"
 
 void bench_load_run(int quick)
 {
     char exe[PATH_MAX];
-    if (!bl_parley(exe, sizeof exe)) {
+    if (!td_sibling("parley", exe, sizeof exe)) {
         printf("  load: no parley next to parley-bench (make builds it)\n");
         return;
     }

@@ -13,6 +13,7 @@
 #include "engine/engine.h"
 #include "service.h"
 #include "test.h"
+#include "testd.h"
 
 #define TC_GOLDEN "build/golden/"
 #define TC_MAX    512
@@ -98,6 +99,23 @@ static int tc_wait(struct tc_io *io, int from, const char *needle, double timeou
     return -1;
 }
 
+/* The close code the session asked for, waiting up to timeout_s for it (the error message
+ * that explains a close is sent just before it); 0 when none came. */
+static int tc_wait_close(struct tc_io *io, double timeout_s)
+{
+    int code = 0;
+    for (int waited = 0; !code && waited <= (int)(timeout_s * 100); waited++) {
+        pthread_mutex_lock(&io->mu);
+        code = io->close_code;
+        pthread_mutex_unlock(&io->mu);
+        if (!code) {
+            struct timespec ts = { 0, 10 * 1000000L };
+            nanosleep(&ts, NULL);
+        }
+    }
+    return code;
+}
+
 static long long tc_field(const char *json, const char *name)
 {
     char key[64];
@@ -173,17 +191,56 @@ static void tc_msg(struct chat_session *s, const char *json)
     chat_session_message(s, 0, json, strlen(json));
 }
 
-#define TC_SAMPLING "\"sampling\":{\"greedy\":true,\"max_new_tokens\":40,\"seed\":1}"
+/* frames of 20 ms of a tone (16 kHz PCM16) as binary messages; *t0: where the tone is. */
+static void tc_tone(struct chat_session *s, int frames, double peak, double hz, int *t0)
+{
+    for (int f = 0; f < frames; f++, *t0 += 320) {
+        unsigned char b[640];
+        td_tone_pcm16(b, 320, peak, hz, *t0);
+        chat_session_message(s, 1, b, sizeof b);
+    }
+}
+
+/* session.start with PCM16 at 16 kHz both ways and the rest of the object (sampling, turn
+ * detection); the index of session.started, or -1. */
+static int tc_start_pcm(struct tc_io *io, struct chat_session *s, const char *rest)
+{
+    char msg[1024];
+    snprintf(msg, sizeof msg,
+             "{\"type\":\"session.start\",\"input\":{\"codec\":\"pcm16\",\"rate\":16000},"
+             "\"output\":{\"codec\":\"pcm16\",\"rate\":16000},%s}",
+             rest);
+    tc_msg(s, msg);
+    return tc_wait(io, 0, "\"session.started\"", 1);
+}
+
+/* A copy of the live settings (malloc'd), to change and apply with tc_apply. */
+static struct config *tc_settings(void)
+{
+    struct config *c = tc_service() ? malloc(sizeof *c) : NULL;
+    if (c)
+        service_settings(&tc_svc, c);
+    return c;
+}
+
+/* c applied live, as SIGHUP does; then freed. */
+static void tc_apply(struct config *c)
+{
+    service_reload(&tc_svc, c);
+    free(c);
+}
+
+#define TC_SAMPLING  "\"sampling\":{\"greedy\":true,\"max_new_tokens\":40,\"seed\":1}"
+#define TC_GREEDY(n) "\"sampling\":{\"greedy\":true,\"max_new_tokens\":" #n "}"
+#define TC_MANUAL    "\"turn_detection\":{\"type\":\"manual\"}"
+#define TC_VAD_200   "\"turn_detection\":{\"type\":\"server_vad\",\"silence_duration_ms\":200}"
 
 TEST(chat_text_turn_pcm16)
 {
     struct tc_io io;
     struct chat_session *s = tc_open(&io);
     REQUIRE(s != NULL);
-    tc_msg(s, "{\"type\":\"session.start\",\"input\":{\"codec\":\"pcm16\",\"rate\":16000},"
-              "\"output\":{\"codec\":\"pcm16\",\"rate\":16000}," TC_SAMPLING
-              ",\"turn_detection\":{\"type\":\"manual\"}}");
-    int i = tc_wait(&io, 0, "\"session.started\"", 1);
+    int i = tc_start_pcm(&io, s, TC_SAMPLING "," TC_MANUAL);
     REQUIRE(i >= 0);
     CHECK(strstr(io.json[i], "\"session_id\":\"") != NULL);
     CHECK(strstr(io.json[i], "\"max_turn_seconds\":10") != NULL);
@@ -227,15 +284,8 @@ TEST(chat_spoken_turn_manual_commit_opus_out)
     tc_msg(s, "{\"type\":\"input.commit\"}");
     CHECK(tc_wait(&io, 0, "\"empty_turn\"", 1) >= 0);
     /* 1 s of a tone in 20 ms chunks */
-    for (int f = 0; f < 50; f++) {
-        unsigned char b[640];
-        for (int i = 0; i < 320; i++) {
-            int16_t v = (int16_t)(8000 * sin(2 * M_PI * 220 * (f * 320 + i) / 16000.0));
-            b[2 * i] = (unsigned char)((uint16_t)v & 0xff);
-            b[2 * i + 1] = (unsigned char)((uint16_t)v >> 8);
-        }
-        chat_session_message(s, 1, b, sizeof b);
-    }
+    int t = 0;
+    tc_tone(s, 50, 8000, 220, &t);
     tc_msg(s, "{\"type\":\"input.commit\"}");
     int c = tc_wait(&io, 0, "\"input.committed\"", 1);
     REQUIRE(c >= 0);
@@ -303,7 +353,7 @@ TEST(chat_typed_errors)
     opus_out_free(o);
     chat_session_too_big(s, 5000000);
     CHECK(tc_wait(&io, 0, "\"message_too_big\"", 1) >= 0);
-    CHECK(io.close_code == 1009);
+    CHECK(tc_wait_close(&io, 2) == 1009);
     chat_session_free(s);
     tc_io_free(&io);
 }
@@ -333,19 +383,10 @@ TEST(chat_server_full)
     tc_io_free(&io[3]);
 }
 
+/* A 200 Hz tone of amp (of full scale) in 20 ms messages. */
 static void tc_pcm(struct chat_session *s, int frames, double amp, int *t0)
 {
-    for (int f = 0; f < frames; f++) {
-        unsigned char b[640];
-        for (int i = 0; i < 320; i++) {
-            int t = *t0 + f * 320 + i;
-            int16_t v = (int16_t)(amp * 32767 * sin(2 * M_PI * 200 * t / 16000.0));
-            b[2 * i] = (unsigned char)((uint16_t)v & 0xff);
-            b[2 * i + 1] = (unsigned char)((uint16_t)v >> 8);
-        }
-        chat_session_message(s, 1, b, sizeof b);
-    }
-    *t0 += frames * 320;
+    tc_tone(s, frames, amp * 32767, 200, t0);
 }
 
 /* Server VAD: speech during an answer cancels it (barge-in); the speech becomes the next
@@ -355,11 +396,7 @@ TEST(chat_barge_in_and_cancel)
     struct tc_io io;
     struct chat_session *s = tc_open(&io);
     REQUIRE(s != NULL);
-    tc_msg(s, "{\"type\":\"session.start\",\"input\":{\"codec\":\"pcm16\",\"rate\":16000},"
-              "\"output\":{\"codec\":\"pcm16\",\"rate\":16000},"
-              "\"sampling\":{\"greedy\":true,\"max_new_tokens\":2000},"
-              "\"turn_detection\":{\"type\":\"server_vad\",\"silence_duration_ms\":200}}");
-    REQUIRE(tc_wait(&io, 0, "\"session.started\"", 1) >= 0);
+    REQUIRE(tc_start_pcm(&io, s, TC_GREEDY(2000) "," TC_VAD_200) >= 0);
     int t = 0;
     tc_pcm(s, 10, 0.0001, &t); /* quiet: nothing happens */
     CHECK(tc_wait(&io, 0, "\"speech.started\"", 0) < 0);
@@ -406,11 +443,7 @@ TEST(chat_cancel_after_done_trims_history)
     struct tc_io io;
     struct chat_session *s = tc_open(&io);
     REQUIRE(s != NULL);
-    tc_msg(s, "{\"type\":\"session.start\",\"input\":{\"codec\":\"pcm16\",\"rate\":16000},"
-              "\"output\":{\"codec\":\"pcm16\",\"rate\":16000},"
-              "\"sampling\":{\"greedy\":true,\"max_new_tokens\":300},"
-              "\"turn_detection\":{\"type\":\"server_vad\",\"silence_duration_ms\":200}}");
-    REQUIRE(tc_wait(&io, 0, "\"session.started\"", 1) >= 0);
+    REQUIRE(tc_start_pcm(&io, s, TC_GREEDY(300) "," TC_VAD_200) >= 0);
     tc_msg(s, "{\"type\":\"input.text\",\"text\":\"Hello there\"}");
     int d = tc_wait(&io, 0, "\"turn.done\"", 20);
     REQUIRE(d >= 0);
@@ -460,57 +493,44 @@ TEST(chat_slow_reader_and_idle)
     struct tc_io io;
     struct chat_session *s = tc_open(&io);
     REQUIRE(s != NULL);
-    struct config *c = malloc(sizeof *c), *keep = malloc(sizeof *keep);
+    struct config *c = tc_settings(), *keep = tc_settings();
     REQUIRE(c && keep);
-    service_settings(&tc_svc, keep);
-    *c = *keep;
     c->limits_slow_reader_seconds = 1;
     c->limits_idle_timeout = 1;
-    service_reload(&tc_svc, c);
-    tc_msg(s, "{\"type\":\"session.start\",\"input\":{\"codec\":\"pcm16\",\"rate\":16000},"
-              "\"output\":{\"codec\":\"pcm16\",\"rate\":16000},"
-              "\"sampling\":{\"greedy\":true,\"max_new_tokens\":400}}");
-    REQUIRE(tc_wait(&io, 0, "\"session.started\"", 1) >= 0);
+    tc_apply(c);
+    REQUIRE(tc_start_pcm(&io, s, TC_GREEDY(400)) >= 0);
     pthread_mutex_lock(&io.mu);
     io.stuck = 1;
     pthread_mutex_unlock(&io.mu);
     tc_msg(s, "{\"type\":\"input.text\",\"text\":\"Talk to me\"}");
     int e = tc_wait(&io, 0, "\"slow_reader\"", 10);
     CHECK(e >= 0);
-    CHECK(io.close_code == 1008);
+    CHECK(tc_wait_close(&io, 2) == 1008);
     chat_session_free(s);
     tc_io_free(&io);
 
     s = tc_open(&io);
     REQUIRE(s != NULL);
     CHECK(tc_wait(&io, 0, "\"idle_timeout\"", 5) >= 0);
-    CHECK(io.close_code == 1000);
+    CHECK(tc_wait_close(&io, 2) == 1000);
     chat_session_free(s);
     tc_io_free(&io);
-    service_reload(&tc_svc, keep);
-    free(c);
-    free(keep);
+    tc_apply(keep);
 }
 
 /* limits.max_turn_seconds commits the turn as it is (turn_too_long); audio faster than
  * limits.max_audio_rate x real time pauses reading (too_fast). */
 TEST(chat_turn_and_rate_limits)
 {
-    struct config *c = malloc(sizeof *c), *keep = malloc(sizeof *keep);
-    REQUIRE(c && keep && tc_service());
-    service_settings(&tc_svc, keep);
-    *c = *keep;
+    struct config *c = tc_settings(), *keep = tc_settings();
+    REQUIRE(c && keep);
     c->limits_max_turn_seconds = 1;
     c->limits_max_audio_rate = 1;
-    service_reload(&tc_svc, c);
+    tc_apply(c);
     struct tc_io io;
     struct chat_session *s = tc_open(&io);
     REQUIRE(s != NULL);
-    tc_msg(s, "{\"type\":\"session.start\",\"input\":{\"codec\":\"pcm16\",\"rate\":16000},"
-              "\"output\":{\"codec\":\"pcm16\",\"rate\":16000},"
-              "\"sampling\":{\"greedy\":true,\"max_new_tokens\":5},"
-              "\"turn_detection\":{\"type\":\"manual\"}}");
-    REQUIRE(tc_wait(&io, 0, "\"session.started\"", 1) >= 0);
+    REQUIRE(tc_start_pcm(&io, s, TC_GREEDY(5) "," TC_MANUAL) >= 0);
     int t = 0;
     tc_pcm(s, 150, 0.2, &t); /* 3 s at once */
     int e = tc_wait(&io, 0, "\"turn_too_long\"", 1);
@@ -526,7 +546,5 @@ TEST(chat_turn_and_rate_limits)
     CHECK(tc_wait(&io, 0, "\"turn.done\"", 20) >= 0);
     chat_session_free(s);
     tc_io_free(&io);
-    service_reload(&tc_svc, keep);
-    free(c);
-    free(keep);
+    tc_apply(keep);
 }

@@ -153,7 +153,9 @@ TEST(config_file_syntax)
     CHECK(strcmp(c.ws_path, "/chat#frag") == 0);
     CHECK(c.ws_public_url[0] == 0);
     CHECK(c.limits_max_sessions == 3);
-    CHECK(c.line[13] == 8); /* limits.max_sessions: the table's fourteenth row */
+    REQUIRE(config_index("limits.max_sessions") >= 0);
+    CHECK(c.line[config_index("limits.max_sessions")] == 8);
+    CHECK(config_index("limits.no_such_thing") == -1);
 }
 
 TEST(config_file_missing)

@@ -27,148 +27,15 @@
 #include <unistd.h>
 
 #include "test.h"
+#include "testd.h"
 
-#define GOLDEN_DIR "build/golden"
-#define LM_PATH    GOLDEN_DIR "/lm_tiny_f32.gguf"
-#define TOK_PATH   GOLDEN_DIR "/stok_a.gguf"
-#define DEC_PATH   GOLDEN_DIR "/voice_decoder.gguf"
 #define GOLDEN_CMD                                               \
     "/usr/bin/python3 tests/golden/lm_torch.py build/golden; "   \
     "/usr/bin/python3 tests/golden/stok_torch.py build/golden; " \
     "/usr/bin/python3 tests/golden/voice_torch.py build/golden"
 #define WAIT_MS 20000 /* start-up under ASan on a busy machine */
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-}
-
-/* parleyd next to this binary; 0 when it is not there */
-static int daemon_path(char *out, size_t len)
-{
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
-        return 0;
-    exe[n] = 0;
-    char *slash = strrchr(exe, '/');
-    if (!slash)
-        return 0;
-    *slash = 0;
-    if (snprintf(out, len, "%s/parleyd", exe) >= (int)len)
-        return 0;
-    return access(out, X_OK) == 0;
-}
-
-/* A TCP port free on 127.0.0.1 right now. */
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t al = sizeof a;
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &al) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
-/* One request over a fresh connection ("Connection: close"); the status, or -1 when no
- * response came. body gets the response body (NUL-terminated); headers (optional) the head. */
-static int http_request(int port, const char *method, const char *path, const char *extra,
-                        const char *req_body, char *body, size_t cap, char *head, size_t hcap)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct timeval tv = { 5, 0 };
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
-        close(fd);
-        return -1;
-    }
-    static char req[8192];
-    char length[64] = "";
-    if (req_body && !(extra && strstr(extra, "Transfer-Encoding")))
-        snprintf(length, sizeof length, "Content-Length: %zu\r\n", strlen(req_body));
-    int n = snprintf(req, sizeof req,
-                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n%s%s%s\r\n%s",
-                     method, path, port, extra ? extra : "",
-                     req_body ? "Content-Type: application/json\r\n" : "", length,
-                     req_body ? req_body : "");
-    if (n >= (int)sizeof req || write(fd, req, (size_t)n) != n) {
-        close(fd);
-        return -1;
-    }
-    static char resp[1 << 16];
-    size_t got = 0;
-    for (;;) {
-        ssize_t r = read(fd, resp + got, sizeof resp - 1 - got);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-        if (got == sizeof resp - 1)
-            break;
-    }
-    close(fd);
-    resp[got] = 0;
-    int status = -1;
-    if (sscanf(resp, "HTTP/1.%*d %d", &status) != 1)
-        return -1;
-    char *sep = strstr(resp, "\r\n\r\n");
-    if (head) {
-        size_t hn = sep ? (size_t)(sep - resp) : got;
-        snprintf(head, hcap, "%.*s", (int)hn, resp);
-    }
-    if (body)
-        snprintf(body, cap, "%s", sep ? sep + 4 : "");
-    return status;
-}
-
-static int http_get(int port, const char *path, const char *extra, char *body, size_t cap)
-{
-    return http_request(port, "GET", path, extra, NULL, body, cap, NULL, 0);
-}
-
-/* Starts parleyd with argv (argv[0] is replaced by the binary), its stderr into log_path and
- * the environment given (NULL-terminated). Returns the pid. */
-static pid_t spawn(char *exe, char **argv, char **envp, const char *log_path)
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        argv[0] = exe;
-        execve(exe, argv, envp);
-        _exit(127);
-    }
-    return pid;
-}
-
-/* As spawn, with listen_fd passed as systemd's socket activation does: fd 3, LISTEN_FDS=1,
+/* As td_spawn, with listen_fd passed as systemd's socket activation does: fd 3, LISTEN_FDS=1,
  * LISTEN_PID=<the child>, LISTEN_FDNAMES=http. envp must hold a "LISTEN_PID=" slot. */
 static pid_t spawn_activated(char *exe, char **argv, char **envp, const char *log_path,
                              int listen_fd)
@@ -184,81 +51,16 @@ static pid_t spawn_activated(char *exe, char **argv, char **envp, const char *lo
             dup2(listen_fd, 3);
             close(listen_fd);
         }
-        int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        argv[0] = exe;
-        execve(exe, argv, envp);
-        _exit(127);
+        td_exec_logged(exe, argv, envp, log_path);
     }
     return pid;
-}
-
-/* waitpid with a deadline: the exit status, 128+signal, or -1 on timeout (then killed). */
-static int wait_exit(pid_t pid, int ms)
-{
-    double end = now_ms() + ms;
-    int st;
-    while (now_ms() < end) {
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid)
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        sleep_ms(20);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &st, 0);
-    return -1;
-}
-
-static void read_file(const char *path, char *out, size_t cap)
-{
-    out[0] = 0;
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return;
-    size_t n = fread(out, 1, cap - 1, f);
-    out[n] = 0;
-    fclose(f);
-}
-
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (f) {
-        fputs(text, f);
-        fclose(f);
-    }
-}
-
-/* The environment for the child: what sanitizers need, and nothing else of ours. */
-static int child_env(char **env, int max, char *notify)
-{
-    static const char *keep[] = { "PATH", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS",
-                                  "TSAN_OPTIONS" };
-    static char bufs[6][1024];
-    int n = 0;
-    for (size_t i = 0; i < sizeof keep / sizeof keep[0] && n < max - 2; i++) {
-        const char *v = getenv(keep[i]);
-        if (v) {
-            snprintf(bufs[n], sizeof bufs[n], "%s=%s", keep[i], v);
-            env[n] = bufs[n];
-            n++;
-        }
-    }
-    if (notify)
-        env[n++] = notify;
-    env[n] = NULL;
-    return n;
 }
 
 /* Reads datagrams from the notify socket until one contains want, up to ms. */
 static int notify_wait(int fd, const char *want, int ms, char *all, size_t cap)
 {
-    double end = now_ms() + ms;
-    while (now_ms() < end) {
+    double end = td_now_ms() + ms;
+    while (td_now_ms() < end) {
         struct pollfd p = { fd, POLLIN, 0 };
         if (poll(&p, 1, 50) == 1) {
             char msg[1024];
@@ -277,7 +79,7 @@ static int notify_wait(int fd, const char *want, int ms, char *all, size_t cap)
 
 static int have_models(void)
 {
-    if (access(LM_PATH, R_OK) || access(TOK_PATH, R_OK) || access(DEC_PATH, R_OK))
+    if (!td_have_models())
         return test_fail(__FILE__, __LINE__, "golden models missing; run: %s", GOLDEN_CMD);
     return 1;
 }
@@ -285,13 +87,11 @@ static int have_models(void)
 TEST(daemon_serves_and_stops)
 {
     char exe[PATH_MAX];
-    if (!daemon_path(exe, sizeof exe)) {
-        fprintf(stderr, "  (parleyd is not built next to the tests: skipped)\n");
+    if (!td_need("parleyd", exe, sizeof exe))
         return;
-    }
     REQUIRE(have_models());
     const char *dir = test_tmpdir();
-    int port = free_port(), ws_port = free_port();
+    int port = td_free_port(), ws_port = td_free_port();
     REQUIRE(port > 0 && ws_port > 0);
     if (ws_port == port)
         ws_port = port + 1;
@@ -306,8 +106,8 @@ TEST(daemon_serves_and_stops)
              "[models]\nlm = %s\ntokenizer = %s\ndecoder = %s\n[http]\nport = %d\n"
              "max_body = 2K\ncors_origins = https://app.example\n[websocket]\nport = %d\n"
              "[auth]\napi_keys = k1, k2\n",
-             LM_PATH, TOK_PATH, DEC_PATH, port, ws_port);
-    write_file(conf, text);
+             TD_LM_PATH, TD_TOK_PATH, TD_DEC_PATH, port, ws_port);
+    td_write_file(conf, text);
 
     /* our own NOTIFY_SOCKET, as systemd would give */
     int nfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -322,18 +122,18 @@ TEST(daemon_serves_and_stops)
     char notify_env[sizeof sock + 16];
     snprintf(notify_env, sizeof notify_env, "NOTIFY_SOCKET=%s", sock);
     char *env[8];
-    int n_env = child_env(env, 8, notify_env);
+    int n_env = td_child_env(env, 8, notify_env);
     env[n_env++] = "WATCHDOG_USEC=200000"; /* WatchdogSec=0.2: pings every 0.1 s */
     env[n_env] = NULL;
 
     char *argv[] = { "parleyd", "--config", conf, NULL };
-    pid_t pid = spawn(exe, argv, env, log);
+    pid_t pid = td_spawn(exe, argv, env, log);
     REQUIRE(pid > 0);
     char notes[4096] = "";
     int ready = notify_wait(nfd, "READY=1", WAIT_MS, notes, sizeof notes);
     char logtext[8192];
     if (!ready) {
-        read_file(log, logtext, sizeof logtext);
+        td_read_file(log, logtext, sizeof logtext);
         test_fail(__FILE__, __LINE__, "no READY=1 (notes '%s'); log:\n%s", notes, logtext);
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
@@ -343,37 +143,37 @@ TEST(daemon_serves_and_stops)
 
     static char body[1 << 16];
     char head[4096];
-    CHECK(http_get(port, "/healthz", NULL, body, sizeof body) == 200);
+    CHECK(td_get(port, "/healthz", NULL, body, sizeof body) == 200);
     CHECK(strstr(body, "\"ok\"") != NULL);
-    CHECK(http_get(port, "/readyz", NULL, body, sizeof body) == 200);
+    CHECK(td_get(port, "/readyz", NULL, body, sizeof body) == 200);
     /* keys: health needs none, the rest does */
-    CHECK(http_request(port, "GET", "/metrics", NULL, NULL, body, sizeof body, head, sizeof head) ==
+    CHECK(td_http(port, "GET", "/metrics", NULL, NULL, body, sizeof body, head, sizeof head) ==
           401);
     CHECK(strstr(body, "\"unauthorized\"") != NULL);
     CHECK(strstr(head, "WWW-Authenticate: Bearer") != NULL);
-    CHECK(http_get(port, "/metrics", "Authorization: Bearer nope\r\n", body, sizeof body) == 401);
-    CHECK(http_get(port, "/metrics", "Authorization: Bearer k2\r\n", body, sizeof body) == 200);
+    CHECK(td_get(port, "/metrics", "Authorization: Bearer nope\r\n", body, sizeof body) == 401);
+    CHECK(td_get(port, "/metrics", "Authorization: Bearer k2\r\n", body, sizeof body) == 200);
     CHECK(strstr(body, "# TYPE parley_model_loaded gauge") != NULL);
     CHECK(strstr(body, "parley_model_loaded{component=\"lm\"} 1") != NULL);
     CHECK(strstr(body, "parley_model_loaded{component=\"decoder\"} 1") != NULL);
     CHECK(strstr(body, "parley_ready 1") != NULL);
     CHECK(strstr(body, "process_resident_memory_bytes ") != NULL);
-    CHECK(http_get(port, "/v1/server?api_key=k1", NULL, body, sizeof body) == 200);
+    CHECK(td_get(port, "/v1/server?api_key=k1", NULL, body, sizeof body) == 200);
     char url[128];
     snprintf(url, sizeof url, "\"websocket_url\":\"ws://127.0.0.1:%d/v1/chat\"", ws_port);
     CHECK(strstr(body, url) != NULL);
-    CHECK(http_get(port, "/v1/models", "Authorization: Bearer k1\r\n", body, sizeof body) == 200);
+    CHECK(td_get(port, "/v1/models", "Authorization: Bearer k1\r\n", body, sizeof body) == 200);
     CHECK(strstr(body, "\"id\":\"lm\"") && strstr(body, "\"id\":\"tokenizer\"") &&
           strstr(body, "\"id\":\"decoder\""));
     /* JSON errors */
-    CHECK(http_get(port, "/nope", "Authorization: Bearer k1\r\n", body, sizeof body) == 404);
+    CHECK(td_get(port, "/nope", "Authorization: Bearer k1\r\n", body, sizeof body) == 404);
     CHECK(strstr(body, "{\"error\":{\"type\":\"not_found\"") != NULL);
-    CHECK(http_request(port, "POST", "/healthz", NULL, "{}", body, sizeof body, head,
-                       sizeof head) == 405);
+    CHECK(td_http(port, "POST", "/healthz", NULL, "{}", body, sizeof body, head, sizeof head) ==
+          405);
     CHECK(strstr(head, "Allow: GET") != NULL);
-    CHECK(http_request(port, "POST", "/v1/spoken-qa",
-                       "Authorization: Bearer k1\r\nContent-Length: 4096\r\n", NULL, body,
-                       sizeof body, NULL, 0) == 413);
+    CHECK(td_http(port, "POST", "/v1/spoken-qa",
+                  "Authorization: Bearer k1\r\nContent-Length: 4096\r\n", NULL, body, sizeof body,
+                  NULL, 0) == 413);
     CHECK(strstr(body, "body_too_large") != NULL);
     /* a chunked body has no length to refuse up front: read to its end, then 413 */
     static char chunked[4096];
@@ -381,103 +181,102 @@ TEST(daemon_serves_and_stops)
     memcpy(chunked, "c00\r\n", 5);
     memcpy(chunked + 5 + 0xc00, "\r\n0\r\n\r\n", 7);
     chunked[5 + 0xc00 + 7] = 0;
-    CHECK(http_request(port, "POST", "/v1/spoken-qa",
-                       "Authorization: Bearer k1\r\nTransfer-Encoding: chunked\r\n", chunked, body,
-                       sizeof body, NULL, 0) == 413);
+    CHECK(td_http(port, "POST", "/v1/spoken-qa",
+                  "Authorization: Bearer k1\r\nTransfer-Encoding: chunked\r\n", chunked, body,
+                  sizeof body, NULL, 0) == 413);
     CHECK(strstr(body, "body_too_large") != NULL);
-    CHECK(http_request(port, "POST", "/v1/spoken-qa", "Authorization: Bearer k1\r\n", "{}", body,
-                       sizeof body, NULL, 0) == 400);
+    CHECK(td_http(port, "POST", "/v1/spoken-qa", "Authorization: Bearer k1\r\n", "{}", body,
+                  sizeof body, NULL, 0) == 400);
     CHECK(strstr(body, "\"empty_turn\"") != NULL);
     /* systemd's watchdog gets its pings */
     CHECK(notify_wait(nfd, "WATCHDOG=1", 3000, notes, sizeof notes));
     /* CORS: allowed origin echoed, others not; preflight */
-    CHECK(http_request(port, "GET", "/healthz", "Origin: https://app.example\r\n", NULL, body,
-                       sizeof body, head, sizeof head) == 200);
+    CHECK(td_http(port, "GET", "/healthz", "Origin: https://app.example\r\n", NULL, body,
+                  sizeof body, head, sizeof head) == 200);
     CHECK(strstr(head, "Access-Control-Allow-Origin: https://app.example") != NULL);
-    CHECK(http_request(port, "GET", "/healthz", "Origin: https://evil.example\r\n", NULL, body,
-                       sizeof body, head, sizeof head) == 200);
+    CHECK(td_http(port, "GET", "/healthz", "Origin: https://evil.example\r\n", NULL, body,
+                  sizeof body, head, sizeof head) == 200);
     CHECK(strstr(head, "Access-Control-Allow-Origin") == NULL);
-    CHECK(http_request(port, "OPTIONS", "/v1/models",
-                       "Origin: https://app.example\r\nAccess-Control-Request-Method: GET\r\n",
-                       NULL, body, sizeof body, head, sizeof head) == 204);
+    CHECK(td_http(port, "OPTIONS", "/v1/models",
+                  "Origin: https://app.example\r\nAccess-Control-Request-Method: GET\r\n", NULL,
+                  body, sizeof body, head, sizeof head) == 204);
     CHECK(strstr(head, "Access-Control-Allow-Headers: Authorization") != NULL);
-    CHECK(http_request(port, "OPTIONS", "/v1/models", "Origin: https://evil.example\r\n", NULL,
-                       body, sizeof body, NULL, 0) == 403);
+    CHECK(td_http(port, "OPTIONS", "/v1/models", "Origin: https://evil.example\r\n", NULL, body,
+                  sizeof body, NULL, 0) == 403);
 
     /* SIGHUP: new keys apply, a port change is reported as needing a restart */
     snprintf(text, sizeof text,
              "[models]\nlm = %s\ntokenizer = %s\ndecoder = %s\n[http]\nport = %d\n"
              "[websocket]\nport = %d\n[auth]\napi_keys = k3\n[limits]\nmax_sessions = 7\n",
-             LM_PATH, TOK_PATH, DEC_PATH, port + 1 == ws_port ? port + 2 : port + 1, ws_port);
-    write_file(conf, text);
+             TD_LM_PATH, TD_TOK_PATH, TD_DEC_PATH, port + 1 == ws_port ? port + 2 : port + 1,
+             ws_port);
+    td_write_file(conf, text);
     kill(pid, SIGHUP);
     int reloaded = 0;
-    for (double end = now_ms() + 5000; now_ms() < end && !reloaded; sleep_ms(50))
+    for (double end = td_now_ms() + 5000; td_now_ms() < end && !reloaded; td_sleep_ms(50))
         reloaded =
-            http_get(port, "/metrics", "Authorization: Bearer k3\r\n", body, sizeof body) == 200;
+            td_get(port, "/metrics", "Authorization: Bearer k3\r\n", body, sizeof body) == 200;
     CHECK(reloaded);
     CHECK(strstr(body, "parley_sessions_max 7") != NULL);
     CHECK(strstr(body, "parley_config_reloads_total{result=\"ok\"} 1") != NULL);
-    CHECK(http_get(port, "/metrics", "Authorization: Bearer k1\r\n", body, sizeof body) == 401);
+    CHECK(td_get(port, "/metrics", "Authorization: Bearer k1\r\n", body, sizeof body) == 401);
 
     /* SIGTERM: STOPPING=1, exit 0 */
     kill(pid, SIGTERM);
-    int rc = wait_exit(pid, WAIT_MS);
+    int rc = td_wait_exit(pid, WAIT_MS);
     CHECK(rc == 0);
     CHECK(notify_wait(nfd, "STOPPING=1", 2000, notes, sizeof notes) || strstr(notes, "STOPPING=1"));
     close(nfd);
     unlink(sock);
-    read_file(log, logtext, sizeof logtext);
+    td_read_file(log, logtext, sizeof logtext);
     CHECK(strstr(logtext, "reload: applied") != NULL);
     CHECK(strstr(logtext, "needing a restart: http.port") != NULL);
     CHECK(strstr(logtext, "stopped") != NULL);
     if (rc != 0)
         fprintf(stderr, "parleyd log:\n%s\n", logtext);
     /* and nothing listens any more */
-    CHECK(http_get(port, "/healthz", NULL, body, sizeof body) == -1);
+    CHECK(td_get(port, "/healthz", NULL, body, sizeof body) == -1);
 }
 
 TEST(daemon_refuses_bad_config)
 {
     char exe[PATH_MAX];
-    if (!daemon_path(exe, sizeof exe)) {
-        fprintf(stderr, "  (parleyd is not built next to the tests: skipped)\n");
+    if (!td_need("parleyd", exe, sizeof exe))
         return;
-    }
     const char *dir = test_tmpdir();
     char conf[512], log[512], out[4096];
     snprintf(conf, sizeof conf, "%s/bad.conf", dir);
     snprintf(log, sizeof log, "%s/bad.log", dir);
     char *env[8];
-    child_env(env, 8, NULL);
+    td_child_env(env, 8, NULL);
 
-    write_file(conf, "[http]\nport = 8080\nprot = 1\n");
+    td_write_file(conf, "[http]\nport = 8080\nprot = 1\n");
     char *argv[] = { "parleyd", "--config", conf, NULL, NULL };
-    CHECK(wait_exit(spawn(exe, argv, env, log), WAIT_MS) == 2);
-    read_file(log, out, sizeof out);
+    CHECK(td_wait_exit(td_spawn(exe, argv, env, log), WAIT_MS) == 2);
+    td_read_file(log, out, sizeof out);
     char want[600];
     snprintf(want, sizeof want, "parleyd: %s:3: unknown setting 'prot' in [http]\n", conf);
     CHECK(strcmp(out, want) == 0);
 
-    write_file(conf, "[http]\nport = 70000\n");
-    CHECK(wait_exit(spawn(exe, argv, env, log), WAIT_MS) == 2);
-    read_file(log, out, sizeof out);
+    td_write_file(conf, "[http]\nport = 70000\n");
+    CHECK(td_wait_exit(td_spawn(exe, argv, env, log), WAIT_MS) == 2);
+    td_read_file(log, out, sizeof out);
     CHECK(strstr(out, ":2: http.port: 70000 is outside 1..65535") != NULL);
 
     /* an unknown flag, and an unknown PARLEY_ variable */
     char *argv_flag[] = { "parleyd", "--htp-port=1", NULL };
-    CHECK(wait_exit(spawn(exe, argv_flag, env, log), WAIT_MS) == 2);
-    read_file(log, out, sizeof out);
+    CHECK(td_wait_exit(td_spawn(exe, argv_flag, env, log), WAIT_MS) == 2);
+    td_read_file(log, out, sizeof out);
     CHECK(strstr(out, "unknown argument '--htp-port=1'") != NULL);
 
     /* --check-config: a model that is not there */
     char text[1024];
     snprintf(text, sizeof text, "[models]\nlm = %s/none.gguf\ntokenizer = %s\ndecoder = %s\n", dir,
-             TOK_PATH, DEC_PATH);
-    write_file(conf, text);
+             TD_TOK_PATH, TD_DEC_PATH);
+    td_write_file(conf, text);
     argv[3] = "--check-config";
-    CHECK(wait_exit(spawn(exe, argv, env, log), WAIT_MS) == 2);
-    read_file(log, out, sizeof out);
+    CHECK(td_wait_exit(td_spawn(exe, argv, env, log), WAIT_MS) == 2);
+    td_read_file(log, out, sizeof out);
     CHECK(strstr(out, "models.lm:") && strstr(out, "No such file or directory"));
 
     /* --print-config: values and their sources */
@@ -485,8 +284,8 @@ TEST(daemon_refuses_bad_config)
     char *argv_print[] = {
         "parleyd", "--config", conf, "--print-config", "--http-port=9123", NULL
     };
-    CHECK(wait_exit(spawn(exe, argv_print, env, log), WAIT_MS) == 0);
-    read_file(log, out, sizeof out);
+    CHECK(td_wait_exit(td_spawn(exe, argv_print, env, log), WAIT_MS) == 0);
+    td_read_file(log, out, sizeof out);
     CHECK(strstr(out, "port = 9123") && strstr(out, "; command line"));
     CHECK(strstr(out, "lm = ") && strstr(out, "; file line 2"));
     CHECK(strstr(out, "max_sessions = 32") && strstr(out, "; default"));
@@ -495,33 +294,31 @@ TEST(daemon_refuses_bad_config)
 TEST(daemon_refuses_broken_model)
 {
     char exe[PATH_MAX];
-    if (!daemon_path(exe, sizeof exe)) {
-        fprintf(stderr, "  (parleyd is not built next to the tests: skipped)\n");
+    if (!td_need("parleyd", exe, sizeof exe))
         return;
-    }
     REQUIRE(have_models());
     const char *dir = test_tmpdir();
     char broken[512], log[512], out[4096], lm_flag[600], port_flag[64];
     snprintf(broken, sizeof broken, "%s/broken.gguf", dir);
     snprintf(log, sizeof log, "%s/broken.log", dir);
-    write_file(broken, "GGUF but not really a model file");
-    int port = free_port();
+    td_write_file(broken, "GGUF but not really a model file");
+    int port = td_free_port();
     snprintf(port_flag, sizeof port_flag, "--http-port=%d", port);
     snprintf(lm_flag, sizeof lm_flag, "--models-lm=%s", broken);
     char *env[8];
-    child_env(env, 8, NULL);
+    td_child_env(env, 8, NULL);
     char *argv[] = {
-        "parleyd", lm_flag, "--models-tokenizer=" TOK_PATH, "--models-decoder=" DEC_PATH,
+        "parleyd", lm_flag, "--models-tokenizer=" TD_TOK_PATH, "--models-decoder=" TD_DEC_PATH,
         port_flag, NULL
     };
-    CHECK(wait_exit(spawn(exe, argv, env, log), WAIT_MS) == 1);
-    read_file(log, out, sizeof out);
+    CHECK(td_wait_exit(td_spawn(exe, argv, env, log), WAIT_MS) == 1);
+    td_read_file(log, out, sizeof out);
     /* the starting line, then exactly one error line naming the setting and the file */
     const char *err = strstr(out, "error: models.lm: ");
     CHECK(err != NULL);
     CHECK(err && strstr(err, broken) != NULL);
     CHECK(err && strchr(err, '\n') == out + strlen(out) - 1);
-    CHECK(http_get(port, "/healthz", NULL, NULL, 0) == -1);
+    CHECK(td_get(port, "/healthz", NULL, NULL, 0) == -1);
 }
 
 /* systemd/parleyd.service and parleyd.socket pass `systemd-analyze verify` (ExecStart=
@@ -529,16 +326,14 @@ TEST(daemon_refuses_broken_model)
 TEST(daemon_unit_verifies)
 {
     char exe[PATH_MAX];
-    if (!daemon_path(exe, sizeof exe)) {
-        fprintf(stderr, "  (parleyd is not built next to the tests: skipped)\n");
+    if (!td_need("parleyd", exe, sizeof exe))
         return;
-    }
     if (access("/usr/bin/systemd-analyze", X_OK)) {
         fprintf(stderr, "  (no systemd-analyze: skipped)\n");
         return;
     }
     static char unit[16384];
-    read_file("systemd/parleyd.service", unit, sizeof unit);
+    td_read_file("systemd/parleyd.service", unit, sizeof unit);
     REQUIRE(unit[0] != 0);
     const char *at = strstr(unit, "/usr/bin/parleyd");
     REQUIRE(at != NULL);
@@ -553,15 +348,15 @@ TEST(daemon_unit_verifies)
     /* the socket unit beside it, unchanged */
     static char sock_unit[4096];
     char sock_path[PATH_MAX + 32];
-    read_file("systemd/parleyd.socket", sock_unit, sizeof sock_unit);
+    td_read_file("systemd/parleyd.socket", sock_unit, sizeof sock_unit);
     REQUIRE(sock_unit[0] != 0);
     snprintf(sock_path, sizeof sock_path, "%s/parleyd.socket", absdir);
-    write_file(sock_path, sock_unit);
+    td_write_file(sock_path, sock_unit);
     snprintf(cmd, sizeof cmd, "systemd-analyze verify '%s' '%s' >'%s' 2>&1", path, sock_path, log);
     int rc = system(cmd);
     if (rc != 0) {
         char out[4096];
-        read_file(log, out, sizeof out);
+        td_read_file(log, out, sizeof out);
         test_fail(__FILE__, __LINE__, "systemd-analyze verify: status %d:\n%s", rc, out);
     }
 }
@@ -570,10 +365,8 @@ TEST(daemon_unit_verifies)
 TEST(daemon_socket_activation)
 {
     char exe[PATH_MAX];
-    if (!daemon_path(exe, sizeof exe)) {
-        fprintf(stderr, "  (parleyd is not built next to the tests: skipped)\n");
+    if (!td_need("parleyd", exe, sizeof exe))
         return;
-    }
     REQUIRE(have_models());
     int lfd = socket(AF_INET, SOCK_STREAM, 0);
     REQUIRE(lfd >= 0);
@@ -585,20 +378,20 @@ TEST(daemon_socket_activation)
     REQUIRE(bind(lfd, (struct sockaddr *)&a, sizeof a) == 0 && listen(lfd, 16) == 0);
     REQUIRE(getsockname(lfd, (struct sockaddr *)&a, &al) == 0);
     int port = ntohs(a.sin_port);
-    int other = free_port(); /* what the flags name: must stay unused */
+    int other = td_free_port(); /* what the flags name: must stay unused */
     char log[512], flag[64], out[8192];
     snprintf(log, sizeof log, "%s/activated.log", test_tmpdir());
     snprintf(flag, sizeof flag, "--http-port=%d", other);
     char *env[12];
-    int n = child_env(env, 8, NULL);
+    int n = td_child_env(env, 8, NULL);
     env[n++] = "LISTEN_FDS=1";
     env[n++] = "LISTEN_FDNAMES=http";
     env[n++] = "LISTEN_PID=";
     env[n] = NULL;
     char *argv[] = { "parleyd",
-                     "--models-lm=" LM_PATH,
-                     "--models-tokenizer=" TOK_PATH,
-                     "--models-decoder=" DEC_PATH,
+                     "--models-lm=" TD_LM_PATH,
+                     "--models-tokenizer=" TD_TOK_PATH,
+                     "--models-decoder=" TD_DEC_PATH,
                      flag,
                      NULL };
     pid_t pid = spawn_activated(exe, argv, env, log, lfd);
@@ -606,16 +399,16 @@ TEST(daemon_socket_activation)
     REQUIRE(pid > 0);
     /* connections made before parleyd is ready wait in the backlog and are answered */
     static char body[4096];
-    int status = http_get(port, "/healthz", NULL, body, sizeof body);
+    int status = td_get(port, "/healthz", NULL, body, sizeof body);
     CHECK(status == 200);
     int ready = 0;
-    for (double end = now_ms() + WAIT_MS; now_ms() < end && !ready; sleep_ms(20))
-        ready = http_get(port, "/readyz", NULL, body, sizeof body) == 200;
+    for (double end = td_now_ms() + WAIT_MS; td_now_ms() < end && !ready; td_sleep_ms(20))
+        ready = td_get(port, "/readyz", NULL, body, sizeof body) == 200;
     CHECK(ready);
-    CHECK(http_get(other, "/healthz", NULL, body, sizeof body) == -1);
+    CHECK(td_get(other, "/healthz", NULL, body, sizeof body) == -1);
     kill(pid, SIGTERM);
-    CHECK(wait_exit(pid, WAIT_MS) == 0);
-    read_file(log, out, sizeof out);
+    CHECK(td_wait_exit(pid, WAIT_MS) == 0);
+    td_read_file(log, out, sizeof out);
     CHECK(strstr(out, "serving the socket systemd passed (fd 3)") != NULL);
     if (!ready || status != 200)
         fprintf(stderr, "parleyd log:\n%s\n", out);

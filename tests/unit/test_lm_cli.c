@@ -24,6 +24,7 @@
 #include "lm/sampler.h"
 #include "runtime/gguf.h"
 #include "test.h"
+#include "testd.h"
 #include "text/bpe.h"
 
 #define GOLDEN_DIR  "build/golden"
@@ -31,23 +32,6 @@
 #define MODEL_PATH  GOLDEN_DIR "/lm_tiny_f32.gguf"
 #define GOLDEN_PATH GOLDEN_DIR "/lm_torch.gguf"
 #define MAX_NEW     16
-
-/* The parley binary next to this test binary; 0 when it is not there. */
-static int cli_path(char *out, size_t len)
-{
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
-        return 0;
-    exe[n] = 0;
-    char *slash = strrchr(exe, '/');
-    if (!slash)
-        return 0;
-    *slash = 0;
-    if (snprintf(out, len, "%s/parley", exe) >= (int)len)
-        return 0;
-    return access(out, X_OK) == 0;
-}
 
 /* A whole file as a NUL-terminated string ("" when it cannot be read). */
 static char *slurp(const char *path)
@@ -168,7 +152,7 @@ static int32_t *golden_ids(const struct gguf_file *g, const char *key, int64_t *
 /* Skips (returning 0) when parley is not built next to the tests. */
 static int need_cli(char *exe, size_t len)
 {
-    if (cli_path(exe, len))
+    if (td_sibling("parley", exe, len))
         return 1;
     printf("  (parley is not built next to the test binary: CLI test skipped)\n");
     return 0;

@@ -36,38 +36,18 @@
 #include "audio/oggopus.h"
 #include "audio/wav.h"
 #include "test.h"
+#include "testd.h"
 
-#define LM_PATH  "build/golden/lm_tiny_f32.gguf"
-#define TOK_PATH "build/golden/stok_a.gguf"
-#define DEC_PATH "build/golden/voice_decoder.gguf"
-#define WAIT_MS  20000
-#define KEY      "qa-key"
-#define AUTH     "Authorization: Bearer " KEY "\r\n"
+#define WAIT_MS 20000
+#define KEY     "qa-key"
+#define AUTH    "Authorization: Bearer " KEY "\r\n"
 /* sampling that makes the tiny model talk for a while (200 tokens, a dozen of them speech;
  * 100 under PARLEY_TEST_QUICK) */
 #define LONG_SAMPLING "seed=2&temperature=1&top_p=1&top_k=0&max_new_tokens="
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-}
-
-static int quick(void)
-{
-    return getenv("PARLEY_TEST_QUICK") != NULL;
-}
-
 static int long_tokens(void)
 {
-    return quick() ? 100 : 200;
+    return td_quick() ? 100 : 200;
 }
 
 /* "/v1/spoken-qa?" + extra + the long sampling (a rotating static buffer) */
@@ -78,132 +58,6 @@ static const char *qa_path(const char *extra)
     char *b = bufs[next++ % 4];
     snprintf(b, sizeof bufs[0], "/v1/spoken-qa?%s" LONG_SAMPLING "%d", extra, long_tokens());
     return b;
-}
-
-/* ---- the daemon ------------------------------------------------------------------------ */
-
-static int daemon_path(char *out, size_t len)
-{
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
-        return 0;
-    exe[n] = 0;
-    char *slash = strrchr(exe, '/');
-    if (!slash)
-        return 0;
-    *slash = 0;
-    if (snprintf(out, len, "%s/parleyd", exe) >= (int)len)
-        return 0;
-    return access(out, X_OK) == 0;
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t al = sizeof a;
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &al) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
-struct qa_daemon {
-    pid_t pid;
-    int port;
-    char log[600];
-};
-
-static int qa_get(int port, const char *path, const char *extra, char *body, size_t cap);
-
-/* parleyd with the golden models, [limits] max_sessions and [http] max_body; waits for
- * /readyz. 0 when it is serving. */
-static int qa_start(struct qa_daemon *d, const char *name, int max_sessions, const char *max_body)
-{
-    char exe[PATH_MAX];
-    if (!daemon_path(exe, sizeof exe))
-        return -1;
-    d->port = free_port();
-    int ws = free_port();
-    if (ws == d->port)
-        ws++;
-    char conf[600], text[2048];
-    snprintf(conf, sizeof conf, "%s/%s.conf", test_tmpdir(), name);
-    snprintf(d->log, sizeof d->log, "%s/%s.log", test_tmpdir(), name);
-    snprintf(text, sizeof text,
-             "[models]\nlm = %s\ntokenizer = %s\ndecoder = %s\n[http]\nport = %d\nmax_body = %s\n"
-             "[websocket]\nport = %d\n[auth]\napi_keys = " KEY "\n[limits]\nmax_sessions = %d\n"
-             "[engine]\nwarmup = 0\n",
-             LM_PATH, TOK_PATH, DEC_PATH, d->port, max_body, ws, max_sessions);
-    FILE *f = fopen(conf, "w");
-    if (!f)
-        return -1;
-    fputs(text, f);
-    fclose(f);
-    static char *env[8];
-    static char bufs[5][1024];
-    static const char *keep[] = { "PATH", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS",
-                                  "TSAN_OPTIONS" };
-    int n = 0;
-    for (int i = 0; i < 5; i++) {
-        const char *v = getenv(keep[i]);
-        if (v) {
-            snprintf(bufs[n], sizeof bufs[n], "%s=%s", keep[i], v);
-            env[n] = bufs[n];
-            n++;
-        }
-    }
-    env[n] = NULL;
-    d->pid = fork();
-    if (d->pid == 0) {
-        int fd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        char *argv[] = { exe, "--config", conf, NULL };
-        execve(exe, argv, env);
-        _exit(127);
-    }
-    if (d->pid < 0)
-        return -1;
-    for (double end = now_ms() + WAIT_MS; now_ms() < end; sleep_ms(20))
-        if (qa_get(d->port, "/readyz", NULL, NULL, 0) == 200)
-            return 0;
-    return -1;
-}
-
-/* SIGTERM, exit status (-1 when it had to be killed). */
-static int qa_stop(struct qa_daemon *d)
-{
-    kill(d->pid, SIGTERM);
-    int st;
-    for (double end = now_ms() + WAIT_MS; now_ms() < end; sleep_ms(20))
-        if (waitpid(d->pid, &st, WNOHANG) == d->pid)
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    kill(d->pid, SIGKILL);
-    waitpid(d->pid, &st, 0);
-    return -1;
-}
-
-static void qa_dump_log(const struct qa_daemon *d)
-{
-    static char text[16384];
-    FILE *f = fopen(d->log, "r");
-    if (!f)
-        return;
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    text[n] = 0;
-    fclose(f);
-    fprintf(stderr, "parleyd log:\n%s\n", text);
 }
 
 /* ---- HTTP client ------------------------------------------------------------------------- */
@@ -227,26 +81,6 @@ static void qa_resp_free(struct qa_resp *r)
     memset(r, 0, sizeof *r);
 }
 
-static int qa_connect(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct timeval tv = { 60, 0 };
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 static int qa_write_all(int fd, const void *p, size_t n)
 {
     const char *c = p;
@@ -265,7 +99,7 @@ static int qa_write_all(int fd, const void *p, size_t n)
 static int qa_send(int port, const char *method, const char *path, const char *extra,
                    const char *ctype, const void *body, size_t len)
 {
-    int fd = qa_connect(port);
+    int fd = td_connect(port, 60);
     if (fd < 0)
         return -1;
     char head[4096];
@@ -365,30 +199,6 @@ static int qa_post(int port, const char *path, const char *extra, const char *ct
     if (fd < 0)
         return r->status = -1;
     return qa_recv(fd, r);
-}
-
-static int qa_get(int port, const char *path, const char *extra, char *body, size_t cap)
-{
-    struct qa_resp r;
-    memset(&r, 0, sizeof r);
-    int fd = qa_send(port, "GET", path, extra, NULL, NULL, 0);
-    int st = fd < 0 ? -1 : qa_recv(fd, &r);
-    if (body && cap)
-        snprintf(body, cap, "%s", r.body ? (char *)r.body : "");
-    qa_resp_free(&r);
-    return st;
-}
-
-/* A value from /metrics (the first line starting with series + " "), -1 when absent. */
-static double qa_metric(int port, const char *series)
-{
-    static char text[1 << 17];
-    if (qa_get(port, "/metrics", AUTH, text, sizeof text) != 200)
-        return -1;
-    char want[256];
-    snprintf(want, sizeof want, "\n%s ", series);
-    const char *p = strstr(text, want);
-    return p ? strtod(p + strlen(want), NULL) : -1;
 }
 
 /* A header's value (copied, trimmed) or "" */
@@ -606,13 +416,6 @@ static void *qa_job_run(void *arg)
 
 /* ---- tests ------------------------------------------------------------------------------------
  */
-
-static int have_models(void)
-{
-    if (access(LM_PATH, R_OK) || access(TOK_PATH, R_OK) || access(DEC_PATH, R_OK))
-        return test_fail(__FILE__, __LINE__, "golden models missing (tests/golden/*.py)");
-    return 1;
-}
 
 /* Uploads: WAV, Ogg, JSON text, JSON base64; Accept audio types; SSE. */
 static void qa_check_answers(int port, const uint8_t *wav, size_t wav_n)
@@ -880,29 +683,51 @@ static void qa_check_errors(int port, const uint8_t *wav, size_t wav_n)
     qa_resp_free(&r);
     /* GET is not the method */
     char body[1024];
-    CHECK(qa_get(port, "/v1/spoken-qa", AUTH, body, sizeof body) == 405);
+    CHECK(td_get(port, "/v1/spoken-qa", AUTH, body, sizeof body) == 405);
+}
+
+/* parleyd's log on stderr */
+static void qa_dump_log(const struct td_daemon *d)
+{
+    static char text[16384];
+    fprintf(stderr, "parleyd log:\n%s\n", td_daemon_log(d, text, sizeof text));
+}
+
+/* A test's start: the spoken question, and parleyd with [limits] max_sessions and [http]
+ * max_body serving. 0 when the test is to end there (skipped, or its failure recorded). */
+static int qa_begin(struct td_daemon *d, const char *name, int max_sessions, const char *max_body,
+                    uint8_t **wav, size_t *wav_n)
+{
+    char exe[PATH_MAX];
+    if (!td_need("parleyd", exe, sizeof exe))
+        return 0;
+    if (!td_have_models())
+        return test_fail(__FILE__, __LINE__, "golden models missing (tests/golden/*.py)");
+    *wav_n = 0;
+    *wav = qa_question_wav(wav_n);
+    if (!*wav)
+        return test_fail(__FILE__, __LINE__, "no spoken question");
+    char conf[256];
+    snprintf(conf, sizeof conf,
+             "[http]\nmax_body = %s\n[auth]\napi_keys = " KEY "\n[limits]\nmax_sessions = %d\n"
+             "[engine]\nwarmup = 0\n",
+             max_body, max_sessions);
+    if (td_daemon_start(d, test_tmpdir(), name, conf, WAIT_MS) == 0)
+        return 1;
+    test_fail(__FILE__, __LINE__, "parleyd did not become ready");
+    qa_dump_log(d);
+    free(*wav);
+    return 0;
 }
 
 TEST(spoken_qa_rest)
 {
-    char exe[PATH_MAX];
-    if (!daemon_path(exe, sizeof exe)) {
-        fprintf(stderr, "  (parleyd is not built next to the tests: skipped)\n");
+    struct td_daemon d;
+    uint8_t *wav;
+    size_t wav_n;
+    if (!qa_begin(&d, "qa", 32, "1M", &wav, &wav_n))
         return;
-    }
-    REQUIRE(have_models());
-    size_t wav_n = 0;
-    uint8_t *wav = qa_question_wav(&wav_n);
-    REQUIRE(wav != NULL);
-    struct qa_daemon d;
-    if (qa_start(&d, "qa", 32, "1M")) {
-        test_fail(__FILE__, __LINE__, "parleyd did not become ready");
-        qa_dump_log(&d);
-        qa_stop(&d);
-        free(wav);
-        return;
-    }
-    int port = d.port;
+    int port = d.http;
     qa_check_answers(port, wav, wav_n);
 
     /* bad input while a streamed answer goes on: it still completes */
@@ -917,19 +742,19 @@ TEST(spoken_qa_rest)
     CHECK(ev.n_done == 1 && ev.n_error == 0 && ev.n_audio > 0);
     qa_events_free(&ev);
     qa_resp_free(&r);
-    CHECK(qa_metric(port, "parley_client_errors_total{type=\"invalid_value\"}") >= 15);
-    CHECK(qa_metric(port, "parley_client_errors_total{type=\"unsupported_media\"}") == 2);
+    CHECK(td_metric(port, AUTH, "parley_client_errors_total{type=\"invalid_value\"}") >= 15);
+    CHECK(td_metric(port, AUTH, "parley_client_errors_total{type=\"unsupported_media\"}") == 2);
 
     /* many at once, while health checks keep being answered */
-    int n_jobs = quick() ? 8 : 32;
+    int n_jobs = td_quick() ? 8 : 32;
     struct qa_job jobs[32];
     for (int i = 0; i < n_jobs; i++) {
         jobs[i] = (struct qa_job){ .port = port, .seed = i + 1 };
         CHECK(pthread_create(&jobs[i].th, NULL, qa_job_run, &jobs[i]) == 0);
     }
     int health_ok = 1, polls = 0;
-    for (double end = now_ms() + 200; now_ms() < end; sleep_ms(20), polls++)
-        health_ok &= qa_get(port, "/healthz", NULL, NULL, 0) == 200;
+    for (double end = td_now_ms() + 200; td_now_ms() < end; td_sleep_ms(20), polls++)
+        health_ok &= td_get(port, "/healthz", NULL, NULL, 0) == 200;
     CHECK(health_ok && polls > 0);
     int ok = 0;
     for (int i = 0; i < n_jobs; i++) {
@@ -939,24 +764,24 @@ TEST(spoken_qa_rest)
     CHECK(ok == n_jobs);
 
     /* a client that leaves mid-answer frees its session: plain and streamed */
-    double cancelled0 = qa_metric(port, "parley_turns_total{reason=\"cancelled\"}");
+    double cancelled0 = td_metric(port, AUTH, "parley_turns_total{reason=\"cancelled\"}");
     fd = qa_send(port, "POST", qa_path(""), AUTH, "audio/wav", wav, wav_n);
     CHECK(fd >= 0);
-    sleep_ms(30);
+    td_sleep_ms(30);
     close(fd);
     fd = qa_send(port, "POST", qa_path("stream=true&"), AUTH, "audio/wav", wav, wav_n);
     char first[256];
     CHECK(fd >= 0 && read(fd, first, sizeof first) > 0); /* the head and the start event */
     close(fd);
     double active = -1;
-    for (double end = now_ms() + WAIT_MS; now_ms() < end; sleep_ms(20))
-        if ((active = qa_metric(port, "parley_sessions_active")) == 0)
+    for (double end = td_now_ms() + WAIT_MS; td_now_ms() < end; td_sleep_ms(20))
+        if ((active = td_metric(port, AUTH, "parley_sessions_active")) == 0)
             break;
     CHECK(active == 0);
     /* both answers were stopped early (they run for hundreds of tokens) */
-    CHECK(qa_metric(port, "parley_turns_total{reason=\"cancelled\"}") >= cancelled0 + 1);
+    CHECK(td_metric(port, AUTH, "parley_turns_total{reason=\"cancelled\"}") >= cancelled0 + 1);
 
-    int rc = qa_stop(&d);
+    int rc = td_daemon_stop(&d, WAIT_MS);
     CHECK(rc == 0);
     if (rc != 0)
         qa_dump_log(&d);
@@ -966,32 +791,20 @@ TEST(spoken_qa_rest)
 /* More questions than sessions: 503 server_full with Retry-After, the first one answered. */
 TEST(spoken_qa_full)
 {
-    char exe[PATH_MAX];
-    if (!daemon_path(exe, sizeof exe)) {
-        fprintf(stderr, "  (parleyd is not built next to the tests: skipped)\n");
+    struct td_daemon d;
+    uint8_t *wav;
+    size_t wav_n;
+    if (!qa_begin(&d, "full", 1, "16M", &wav, &wav_n))
         return;
-    }
-    REQUIRE(have_models());
-    size_t wav_n = 0;
-    uint8_t *wav = qa_question_wav(&wav_n);
-    REQUIRE(wav != NULL);
-    struct qa_daemon d;
-    if (qa_start(&d, "full", 1, "16M")) {
-        test_fail(__FILE__, __LINE__, "parleyd did not become ready");
-        qa_dump_log(&d);
-        qa_stop(&d);
-        free(wav);
-        return;
-    }
     /* a streamed answer holds the one session from its start event to its end */
     int refused = 0;
     for (int attempt = 0; attempt < 3 && !refused; attempt++) {
-        int fd = qa_send(d.port, "POST", qa_path("stream=true&"), AUTH, "audio/wav", wav, wav_n);
+        int fd = qa_send(d.http, "POST", qa_path("stream=true&"), AUTH, "audio/wav", wav, wav_n);
         char first[256];
         CHECK(fd >= 0 && read(fd, first, sizeof first) > 0);
         struct qa_resp r;
         const char *q = "{\"text\": \"am I next?\"}";
-        qa_post(d.port, "/v1/spoken-qa", AUTH, "application/json", q, strlen(q), &r);
+        qa_post(d.http, "/v1/spoken-qa", AUTH, "application/json", q, strlen(q), &r);
         if (r.status == 503) {
             refused = 1;
             CHECK(qa_is_error(&r, 503, "server_full"));
@@ -1006,12 +819,12 @@ TEST(spoken_qa_full)
         qa_resp_free(&rest);
     }
     CHECK(refused);
-    CHECK(qa_metric(d.port, "parley_sessions_refused_total{reason=\"full\"}") >= 1);
+    CHECK(td_metric(d.http, AUTH, "parley_sessions_refused_total{reason=\"full\"}") >= 1);
     /* and once it is free again, a question is answered */
     struct qa_resp r;
     const char *q = "{\"text\": \"and now?\", \"max_new_tokens\": 20}";
-    CHECK(qa_post(d.port, "/v1/spoken-qa", AUTH, "application/json", q, strlen(q), &r) == 200);
+    CHECK(qa_post(d.http, "/v1/spoken-qa", AUTH, "application/json", q, strlen(q), &r) == 200);
     qa_resp_free(&r);
-    CHECK(qa_stop(&d) == 0);
+    CHECK(td_daemon_stop(&d, WAIT_MS) == 0);
     free(wav);
 }

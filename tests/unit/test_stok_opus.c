@@ -25,6 +25,7 @@
 #include "speech/resample.h"
 #include "speech/stok.h"
 #include "test.h"
+#include "testd.h"
 
 #define GOLDEN_DIR  "build/golden"
 #define GOLDEN_PATH GOLDEN_DIR "/stok_torch.gguf"
@@ -278,23 +279,6 @@ TEST(stok_stream_pcm16)
 
 /* ---- the CLI ------------------------------------------------------------------------------ */
 
-/* parley next to this binary; 0 when it is not there */
-static int cli_path(char *out, size_t len)
-{
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
-        return 0;
-    exe[n] = 0;
-    char *slash = strrchr(exe, '/');
-    if (!slash)
-        return 0;
-    *slash = 0;
-    if (snprintf(out, len, "%s/parley", exe) >= (int)len)
-        return 0;
-    return access(out, X_OK) == 0;
-}
-
 /* Runs `parley tokenize ARGS`, stdout to *out (malloc'ed), stderr lines counted; exit status. */
 static int run_cli(const char *exe, const char *args, const char *dir, char **out, int *err_lines)
 {
@@ -335,7 +319,7 @@ static char *ids_line(const int32_t *t, int64_t n)
 TEST(stok_cli_tokenize)
 {
     char exe[PATH_MAX];
-    if (!cli_path(exe, sizeof exe)) {
+    if (!td_sibling("parley", exe, sizeof exe)) {
         printf("  (parley is not built next to the test binary: CLI test skipped)\n");
         return;
     }

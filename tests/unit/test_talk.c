@@ -26,144 +26,17 @@
 #include <unistd.h>
 
 #include "test.h"
+#include "testd.h"
 
-#define GOLDEN_DIR "build/golden"
-#define LM_PATH    GOLDEN_DIR "/lm_tiny_f32.gguf"
-#define TOK_PATH   GOLDEN_DIR "/stok_a.gguf"
-#define DEC_PATH   GOLDEN_DIR "/voice_decoder.gguf"
-#define WAIT_MS    30000 /* start-up under ASan on a busy machine */
-#define DRAIN_S    5
-#define N_MANY     32
+#define WAIT_MS 30000 /* start-up under ASan on a busy machine */
+#define DRAIN_S 5
+#define N_MANY  32
 
 /* A parleyd under test and what talks to it. */
 struct tk {
-    pid_t pid;
-    int http, ws;
-    char url[128], log[PATH_MAX + 64], dir[PATH_MAX], talk[PATH_MAX];
+    struct td_daemon d;
+    char url[128], dir[PATH_MAX], talk[PATH_MAX];
 };
-
-static double tk_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
-static void tk_sleep_ms(int ms)
-{
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-}
-
-static int tk_quick(void)
-{
-    return getenv("PARLEY_TEST_QUICK") != NULL;
-}
-
-/* name (parleyd, parley) next to this binary; 0 when it is not there */
-static int tk_bin(const char *name, char *out, size_t len)
-{
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
-        return 0;
-    exe[n] = 0;
-    char *slash = strrchr(exe, '/');
-    if (!slash)
-        return 0;
-    *slash = 0;
-    if (snprintf(out, len, "%s/%s", exe, name) >= (int)len)
-        return 0;
-    return access(out, X_OK) == 0;
-}
-
-static int tk_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t al = sizeof a;
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &al) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
-static int tk_connect(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct timeval tv = { 5, 0 };
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-/* GET path: the status, the body into out (NUL-terminated); -1 when nothing answered. */
-static int tk_get(int port, const char *path, char *out, size_t cap)
-{
-    int fd = tk_connect(port);
-    if (fd < 0)
-        return -1;
-    char req[512];
-    int n = snprintf(req, sizeof req,
-                     "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
-    static char resp[1 << 16];
-    size_t got = 0;
-    if (write(fd, req, (size_t)n) == n)
-        for (ssize_t r;
-             got < sizeof resp - 1 && (r = read(fd, resp + got, sizeof resp - 1 - got)) > 0;)
-            got += (size_t)r;
-    close(fd);
-    resp[got] = 0;
-    int status = -1;
-    if (sscanf(resp, "HTTP/1.%*d %d", &status) != 1)
-        return -1;
-    const char *body = strstr(resp, "\r\n\r\n");
-    snprintf(out, cap, "%s", body ? body + 4 : "");
-    return status;
-}
-
-/* waitpid with a deadline: the exit status, 128+signal, or -1 on timeout (then killed). */
-static int tk_wait(pid_t pid, int ms)
-{
-    double end = tk_now_ms() + ms;
-    int st;
-    while (tk_now_ms() < end) {
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid)
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        tk_sleep_ms(10);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &st, 0);
-    return -1;
-}
-
-static void tk_read(const char *path, char *out, size_t cap)
-{
-    out[0] = 0;
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return;
-    size_t n = fread(out, 1, cap - 1, f);
-    out[n] = 0;
-    fclose(f);
-}
 
 /* Runs argv with stdout and stderr into files (stderr also into a pipe when err_pipe). */
 static pid_t tk_spawn(char **argv, const char *out_path, const char *err_path, int *err_pipe)
@@ -195,68 +68,43 @@ static int tk_start(struct tk *k, const char *name, const char *extra_conf)
 {
     char exe[PATH_MAX];
     memset(k, 0, sizeof *k);
-    k->pid = -1;
-    if (!tk_bin("parleyd", exe, sizeof exe) || !tk_bin("parley", k->talk, sizeof k->talk)) {
-        fprintf(stderr, "  (parleyd or parley is not built next to the tests: skipped)\n");
+    k->d.pid = -1;
+    if (!td_need("parleyd", exe, sizeof exe) || !td_need("parley", k->talk, sizeof k->talk))
         return 0;
-    }
-    if (access(LM_PATH, R_OK) || access(TOK_PATH, R_OK) || access(DEC_PATH, R_OK))
+    if (!td_have_models())
         return test_fail(__FILE__, __LINE__, "golden models missing (tests/golden/*.py)") - 1;
     snprintf(k->dir, sizeof k->dir, "%s", test_tmpdir());
-    k->http = tk_free_port();
-    k->ws = tk_free_port();
-    if (k->ws == k->http)
-        k->ws = k->http + 1;
-    char conf[PATH_MAX + 32], text[2048];
-    snprintf(conf, sizeof conf, "%s/%s.conf", k->dir, name);
-    snprintf(k->log, sizeof k->log, "%s/%s.log", k->dir, name);
-    snprintf(text, sizeof text,
-             "[models]\nlm = %s\ntokenizer = %s\ndecoder = %s\n[http]\nport = %d\n"
-             "[websocket]\nport = %d\n[process]\ndrain_timeout = %d\n%s",
-             LM_PATH, TOK_PATH, DEC_PATH, k->http, k->ws, DRAIN_S, extra_conf ? extra_conf : "");
-    FILE *f = fopen(conf, "w");
-    if (!f)
-        return test_fail(__FILE__, __LINE__, "cannot write %s", conf) - 1;
-    fputs(text, f);
-    fclose(f);
-    char *argv[] = { exe, "--config", conf, NULL };
-    k->pid = tk_spawn(argv, k->log, k->log, NULL);
-    static char body[1 << 16];
-    int ready = 0;
-    for (double end = tk_now_ms() + WAIT_MS; !ready && tk_now_ms() < end; tk_sleep_ms(20))
-        ready = tk_get(k->http, "/readyz", body, sizeof body) == 200;
-    if (!ready) {
-        tk_read(k->log, body, sizeof body);
-        kill(k->pid, SIGKILL);
-        tk_wait(k->pid, 5000);
-        return test_fail(__FILE__, __LINE__, "parleyd not ready; log:\n%s", body) - 1;
-    }
-    int fd = tk_connect(k->ws);
+    char conf[512];
+    snprintf(conf, sizeof conf, "[process]\ndrain_timeout = %d\n%s", DRAIN_S,
+             extra_conf ? extra_conf : "");
+    static char log[1 << 16];
+    if (td_daemon_start(&k->d, k->dir, name, conf, WAIT_MS))
+        return test_fail(__FILE__, __LINE__, "parleyd not ready; log:\n%s",
+                         td_daemon_log(&k->d, log, sizeof log)) -
+               1;
+    int fd = td_connect(k->d.ws, 5);
     if (fd < 0) {
-        tk_read(k->log, body, sizeof body);
-        kill(k->pid, SIGKILL);
-        tk_wait(k->pid, 5000);
+        kill(k->d.pid, SIGKILL);
+        td_wait_exit(k->d.pid, 5000);
         return test_fail(__FILE__, __LINE__, "nothing listens on the WebSocket port; log:\n%s",
-                         body) -
+                         td_daemon_log(&k->d, log, sizeof log)) -
                1;
     }
     close(fd);
-    snprintf(k->url, sizeof k->url, "ws://127.0.0.1:%d/v1/chat", k->ws);
+    snprintf(k->url, sizeof k->url, "ws://127.0.0.1:%d/v1/chat", k->d.ws);
     return 1;
 }
 
 /* SIGTERM, exit 0; prints the log when not. */
 static void tk_stop(struct tk *k)
 {
-    if (k->pid <= 0)
+    if (k->d.pid <= 0)
         return;
-    kill(k->pid, SIGTERM);
-    int rc = tk_wait(k->pid, WAIT_MS);
+    int rc = td_daemon_stop(&k->d, WAIT_MS);
     CHECK(rc == 0);
     if (rc != 0) {
         static char log[1 << 16];
-        tk_read(k->log, log, sizeof log);
-        fprintf(stderr, "parleyd log:\n%s\n", log);
+        fprintf(stderr, "parleyd log:\n%s\n", td_daemon_log(&k->d, log, sizeof log));
     }
 }
 
@@ -271,7 +119,7 @@ static int tk_speech(const char *dir, const char *name, const char *text, char *
 
 static const char *tk_question(void)
 {
-    return tk_quick() ? "Tell me a joke." : "What is the weather like in Paris today?";
+    return td_quick() ? "Tell me a joke." : "What is the weather like in Paris today?";
 }
 
 /* Runs `parley talk --url URL args...`; out/err get the file names (in the test dir, tagged).
@@ -290,7 +138,7 @@ static int tk_talk(struct tk *k, const char *tag, char **args, char *out, char *
     snprintf(out, cap, "%s/%s.out", k->dir, tag);
     snprintf(err, cap, "%s/%s.err", k->dir, tag);
     pid_t pid = tk_spawn(argv, out, err, NULL);
-    return tk_wait(pid, 120000);
+    return td_wait_exit(pid, 120000);
 }
 
 /* The value of "key": in a JSON line (a number), or -1e30 when absent. */
@@ -318,8 +166,8 @@ static const char *tk_turn_line(const char *text, int n)
 static void tk_expect_turns(const char *out, const char *err, int rc, int n_turns)
 {
     static char text[1 << 16], errtext[1 << 16];
-    tk_read(out, text, sizeof text);
-    tk_read(err, errtext, sizeof errtext);
+    td_read_file(out, text, sizeof text);
+    td_read_file(err, errtext, sizeof errtext);
     CHECK(rc == 0);
     for (int i = 0; i < n_turns; i++) {
         const char *line = tk_turn_line(text, i);
@@ -353,7 +201,7 @@ TEST(talk_opus_vad_and_commit)
     int rc = tk_talk(&k, "vad", vad, out, err, sizeof out);
     tk_expect_turns(out, err, rc, 1);
     static char text[1 << 16];
-    tk_read(err, text, sizeof text);
+    td_read_file(err, text, sizeof text);
     CHECK(strstr(text, "\"speech.started\"") != NULL);
     CHECK(strstr(text, "\"speech.stopped\"") != NULL);
     CHECK(strstr(text, "\"user.tokenized\"") != NULL);
@@ -364,7 +212,7 @@ TEST(talk_opus_vad_and_commit)
                        "--greedy", "--json", "--verbose", NULL };
     rc = tk_talk(&k, "commit", commit, out, err, sizeof out);
     tk_expect_turns(out, err, rc, 1);
-    tk_read(err, text, sizeof text);
+    td_read_file(err, text, sizeof text);
     CHECK(strstr(text, "\"input.committed\"") != NULL);
     CHECK(strstr(text, "\"speech.started\"") == NULL);
     tk_stop(&k);
@@ -401,8 +249,8 @@ TEST(talk_barge_in)
     };
     int rc = tk_talk(&k, "barge", args, out, err, sizeof out);
     static char text[1 << 16], errtext[1 << 16];
-    tk_read(out, text, sizeof text);
-    tk_read(err, errtext, sizeof errtext);
+    td_read_file(out, text, sizeof text);
+    td_read_file(err, errtext, sizeof errtext);
     CHECK(rc == 0);
     const char *t0 = tk_turn_line(text, 0), *t1 = tk_turn_line(text, 1);
     CHECK(t0 && strstr(t0, "\"cancel_sent\":true"));
@@ -426,7 +274,7 @@ TEST(talk_32_sessions)
     if (tk_start(&k, "many", NULL) <= 0)
         return;
     pid_t pids[N_MANY];
-    char *max_new = tk_quick() ? "40" : "200";
+    char *max_new = td_quick() ? "40" : "200";
     char out[N_MANY][PATH_MAX + 32], err[PATH_MAX + 32];
     for (int i = 0; i < N_MANY; i++) {
         char seed[16];
@@ -440,31 +288,21 @@ TEST(talk_32_sessions)
     int ok = 0;
     static char text[1 << 16];
     for (int i = 0; i < N_MANY; i++) {
-        int rc = pids[i] > 0 ? tk_wait(pids[i], 120000) : -2;
-        tk_read(out[i], text, sizeof text);
+        int rc = pids[i] > 0 ? td_wait_exit(pids[i], 120000) : -2;
+        td_read_file(out[i], text, sizeof text);
         const char *line = tk_turn_line(text, 0);
         int good = rc == 0 && line && tk_num(line, "samples") == tk_num(line, "audio_samples");
         ok += good;
         if (!good) {
             snprintf(err, sizeof err, "%s/many%d.err", k.dir, i);
             static char errtext[1 << 16];
-            tk_read(err, errtext, sizeof errtext);
+            td_read_file(err, errtext, sizeof errtext);
             fprintf(stderr, "session %d (pid %d): exit %d\n%s%s\n", i, (int)pids[i], rc, text,
                     errtext);
         }
     }
     CHECK(ok == N_MANY);
     tk_stop(&k);
-}
-
-/* parley_sessions_active from /metrics (-1 when not there). */
-static int tk_active(const struct tk *k)
-{
-    static char body[1 << 16];
-    if (tk_get(k->http, "/metrics", body, sizeof body) != 200)
-        return -1;
-    const char *p = strstr(body, "\nparley_sessions_active ");
-    return p ? atoi(p + strlen("\nparley_sessions_active ")) : -1;
 }
 
 /* A client that goes away mid-answer frees its session. */
@@ -478,11 +316,11 @@ TEST(talk_hangup_frees_session)
     int rc = tk_talk(&k, "hangup", args, out, err, sizeof out);
     CHECK(rc == 0);
     static char text[1 << 16];
-    tk_read(err, text, sizeof text);
+    td_read_file(err, text, sizeof text);
     CHECK(strstr(text, "hung up during turn 0") != NULL); /* before its turn.done */
     int active = -1;
-    for (double end = tk_now_ms() + 10000; tk_now_ms() < end; tk_sleep_ms(50))
-        if ((active = tk_active(&k)) == 0)
+    for (double end = td_now_ms() + 10000; td_now_ms() < end; td_sleep_ms(50))
+        if ((active = (int)td_metric(k.d.http, NULL, "parley_sessions_active")) == 0)
             break;
     CHECK(active == 0);
     tk_stop(&k);
@@ -492,7 +330,7 @@ TEST(talk_hangup_frees_session)
 static int tk_wait_line(int fd, const char *want, int ms, char *all, size_t cap)
 {
     size_t n = strlen(all);
-    for (double end = tk_now_ms() + ms; tk_now_ms() < end;) {
+    for (double end = td_now_ms() + ms; td_now_ms() < end;) {
         struct pollfd p = { fd, POLLIN, 0 };
         if (poll(&p, 1, 20) != 1)
             continue;
@@ -525,21 +363,21 @@ TEST(talk_sigterm_drains)
     errtext[0] = 0;
     int committed = tk_wait_line(errfd, "\"input.committed\"", 30000, errtext, sizeof errtext);
     CHECK(committed);
-    double t0 = tk_now_ms();
-    kill(k.pid, SIGTERM);
-    int daemon_rc = tk_wait(k.pid, (DRAIN_S + 10) * 1000);
-    double took = tk_now_ms() - t0;
-    int talk_rc = tk_wait(talk, 10000);
+    double t0 = td_now_ms();
+    kill(k.d.pid, SIGTERM);
+    int daemon_rc = td_wait_exit(k.d.pid, (DRAIN_S + 10) * 1000);
+    double took = td_now_ms() - t0;
+    int talk_rc = td_wait_exit(talk, 10000);
     tk_wait_line(errfd, "\n\n\n", 200, errtext, sizeof errtext); /* the rest */
     close(errfd);
-    k.pid = -1;
+    k.d.pid = -1;
     CHECK(daemon_rc == 0);
     CHECK(took < (DRAIN_S + 3) * 1000.0);
     CHECK(strstr(errtext, "\"session.ending\"") != NULL);
     CHECK(talk_rc == 0 || talk_rc == 1); /* finished, or closed at the deadline */
     if (daemon_rc != 0 || !strstr(errtext, "\"session.ending\"")) {
         static char log[1 << 16];
-        tk_read(k.log, log, sizeof log);
+        td_read_file(k.d.log, log, sizeof log);
         fprintf(stderr, "talk stderr:\n%s\nparleyd log:\n%s\n", errtext, log);
     }
 }
@@ -567,7 +405,7 @@ TEST(talk_refused_when_full)
     char *args[] = { "--text", "hello", "--json", NULL };
     int rc = tk_talk(&k, "refused", args, out2, err2, sizeof out2);
     static char text[1 << 16];
-    tk_read(out2, text, sizeof text);
+    td_read_file(out2, text, sizeof text);
     CHECK(rc == 1);
     CHECK(strstr(text, "\"code\":\"server_full\"") != NULL);
     /* parleyd closes with 1013 (a browser or Node's ws sees it), but libwebsockets 4.1's client
@@ -577,7 +415,7 @@ TEST(talk_refused_when_full)
           strstr(text, "{\"type\":\"closed\",\"code\":1002,") != NULL);
     CHECK(strstr(text, "\"reason\":\"server full: 1 sessions\"") != NULL);
     kill(holder, SIGKILL); /* its turn is not what this test is about */
-    tk_wait(holder, 10000);
+    td_wait_exit(holder, 10000);
     close(errfd);
     if (rc != 1 || !strstr(text, "server_full"))
         fprintf(stderr, "talk stdout:\n%s\n", text);

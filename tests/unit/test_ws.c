@@ -28,8 +28,8 @@
 #include "config.h"
 #include "service.h"
 #include "test.h"
+#include "testd.h"
 
-#define TW_GOLDEN "build/golden/"
 #define TW_MAX    1024
 #define TW_WAIT_S 20.0 /* under ASan on a busy machine */
 
@@ -38,12 +38,6 @@ static double tw_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void tw_sleep_ms(int ms)
-{
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
 }
 
 /* ---- a small lws client on its own service thread ---------------------------------------- */
@@ -229,7 +223,7 @@ static void tw_free(struct tw *t)
     atomic_store(&t->stop, 1);
     while (!atomic_load(&t->done)) {
         lws_cancel_service(t->ctx);
-        tw_sleep_ms(5);
+        td_sleep_ms(5);
     }
     pthread_join(t->th, NULL);
     for (int i = 0; i < t->n_json; i++)
@@ -283,7 +277,7 @@ static int tw_wait(struct tw *t, int from, const char *needle, double timeout_s)
         pthread_mutex_unlock(&t->mu);
         if (closed)
             break;
-        tw_sleep_ms(5);
+        td_sleep_ms(5);
     } while (tw_now() < end);
     return -1;
 }
@@ -298,7 +292,7 @@ static int tw_wait_closed(struct tw *t, double timeout_s)
         pthread_mutex_unlock(&t->mu);
         if (closed || tw_now() > end)
             return code;
-        tw_sleep_ms(5);
+        td_sleep_ms(5);
     }
 }
 
@@ -312,43 +306,11 @@ static long long tw_field(const char *json, const char *name)
 
 /* ---- the daemon -------------------------------------------------------------------------- */
 
-static int tw_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t al = sizeof a;
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &al) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
-static int tw_connect_tcp(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0)
-        return fd;
-    if (fd >= 0)
-        close(fd);
-    return -1;
-}
-
 /* A raw upgrade request; the HTTP status of the answer (-1: none). What follows the head
  * (up to cap bytes, for 101: the first frames) goes to after when not NULL. */
 static int tw_handshake_read(int port, const char *path, const char *extra, char *after, size_t cap)
 {
-    int fd = tw_connect_tcp(port);
+    int fd = td_connect(port, 0);
     if (fd < 0)
         return -1;
     char req[1024];
@@ -414,91 +376,21 @@ static int tw_close_code(const char *frames, size_t len)
     return 0;
 }
 
-static int tw_daemon_path(char *out, size_t len)
+/* Starts parleyd (keys k1 and k2, two sessions, 64K messages) and waits until its WebSocket
+ * port answers a handshake; 0, or -1 (then it is not running). */
+static int tw_daemon(struct td_daemon *d)
 {
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
-        return 0;
-    exe[n] = 0;
-    char *slash = strrchr(exe, '/');
-    if (!slash)
-        return 0;
-    *slash = 0;
-    if (snprintf(out, len, "%s/parleyd", exe) >= (int)len)
-        return 0;
-    return access(out, X_OK) == 0;
-}
-
-/* Starts parleyd; the pid, with *ws_port, or -1. */
-static pid_t tw_daemon(int *ws_port, const char *log)
-{
-    char exe[PATH_MAX];
-    if (!tw_daemon_path(exe, sizeof exe))
+    if (td_daemon_start(d, test_tmpdir(), "parleyd",
+                        "[auth]\napi_keys = k1, k2\n[limits]\nmax_sessions = 2\n"
+                        "max_message_bytes = 64K\nmax_audio_rate = 1000\n[engine]\nwarmup = 0\n"
+                        "[process]\nthreads = 1\ndrain_timeout = 5\n",
+                        (int)(TW_WAIT_S * 1000)))
         return -1;
-    int http = tw_free_port(), ws = tw_free_port();
-    if (ws == http)
-        ws = http + 1;
-    char conf[PATH_MAX], text[2048];
-    snprintf(conf, sizeof conf, "%s/parleyd.conf", test_tmpdir());
-    snprintf(text, sizeof text,
-             "[models]\nlm = %slm_tiny_f32.gguf\ntokenizer = %sstok_a.gguf\n"
-             "decoder = %svoice_decoder.gguf\n[http]\nport = %d\n[websocket]\nport = %d\n"
-             "[auth]\napi_keys = k1, k2\n[limits]\nmax_sessions = 2\nmax_message_bytes = 64K\n"
-             "max_audio_rate = 1000\n[engine]\nwarmup = 0\n[process]\nthreads = 1\n"
-             "drain_timeout = 5\n",
-             TW_GOLDEN, TW_GOLDEN, TW_GOLDEN, http, ws);
-    FILE *f = fopen(conf, "w");
-    if (!f)
-        return -1;
-    fputs(text, f);
-    fclose(f);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        char *argv[] = { exe, "--config", conf, NULL };
-        char *envp[] = { NULL, NULL, NULL };
-        static char asan[1024];
-        const char *a = getenv("ASAN_OPTIONS");
-        if (a) {
-            snprintf(asan, sizeof asan, "ASAN_OPTIONS=%s", a);
-            envp[0] = asan;
-        }
-        execve(exe, argv, envp);
-        _exit(127);
-    }
-    /* ready when the WebSocket port answers a handshake */
-    double end = tw_now() + TW_WAIT_S;
-    while (tw_now() < end) {
-        if (tw_handshake_status(ws, "/nope", NULL) == 404) {
-            *ws_port = ws;
-            return pid;
-        }
-        if (waitpid(pid, NULL, WNOHANG) == pid)
-            return -1;
-        tw_sleep_ms(50);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    return -1;
-}
-
-static int tw_exit_status(pid_t pid, double timeout_s)
-{
-    double end = tw_now() + timeout_s;
-    int st;
-    while (tw_now() < end) {
-        if (waitpid(pid, &st, WNOHANG) == pid)
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        tw_sleep_ms(20);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &st, 0);
+    for (double end = tw_now() + TW_WAIT_S; tw_now() < end; td_sleep_ms(50))
+        if (tw_handshake_status(d->ws, "/nope", NULL) == 404)
+            return 0;
+    kill(d->pid, SIGKILL);
+    td_wait_exit(d->pid, 5000);
     return -1;
 }
 
@@ -513,11 +405,7 @@ static int tw_spoken_turn(struct tw *a)
     int from = a->n_json;
     for (int f = 0; f < 30; f++) {
         unsigned char b[640];
-        for (int i = 0; i < 320; i++) {
-            int16_t v = (int16_t)(6000 * sin(2 * M_PI * 180 * (f * 320 + i) / 16000.0));
-            b[2 * i] = (unsigned char)((uint16_t)v & 0xff);
-            b[2 * i + 1] = (unsigned char)((uint16_t)v >> 8);
-        }
+        td_tone_pcm16(b, 320, 6000, 180, f * 320);
         tw_send(a, 1, b, sizeof b);
     }
     tw_text(a, "{\"type\":\"input.commit\"}");
@@ -531,16 +419,13 @@ static int tw_spoken_turn(struct tw *a)
 
 TEST(ws_protocol_end_to_end)
 {
-    char log[PATH_MAX];
-    snprintf(log, sizeof log, "%s/parleyd.log", test_tmpdir());
     char exe[PATH_MAX];
-    if (!tw_daemon_path(exe, sizeof exe)) {
-        fprintf(stderr, "  (parleyd is not built next to the tests: skipped)\n");
+    if (!td_need("parleyd", exe, sizeof exe))
         return;
-    }
-    int port = 0;
-    pid_t pid = tw_daemon(&port, log);
-    REQUIRE(pid > 0);
+    struct td_daemon srv;
+    REQUIRE(tw_daemon(&srv) == 0);
+    int port = srv.ws;
+    pid_t pid = srv.pid;
 
     /* the handshake: keys and paths */
     CHECK(tw_handshake_status(port, "/v1/chat", NULL) == 401);
@@ -617,17 +502,11 @@ TEST(ws_protocol_end_to_end)
     CHECK(tw_wait(a, 0, "\"session.ending\"", TW_WAIT_S) >= 0);
     CHECK(tw_wait_closed(a, TW_WAIT_S) == 1001);
     tw_free(a);
-    int st = tw_exit_status(pid, TW_WAIT_S);
+    int st = td_wait_exit(pid, (int)(TW_WAIT_S * 1000));
     CHECK(st == 0);
     if (st != 0) {
-        char text[8192] = "";
-        FILE *f = fopen(log, "r");
-        if (f) {
-            size_t n = fread(text, 1, sizeof text - 1, f);
-            text[n] = 0;
-            fclose(f);
-        }
-        fprintf(stderr, "  parleyd log:\n%s\n", text);
+        char text[8192];
+        fprintf(stderr, "  parleyd log:\n%s\n", td_daemon_log(&srv, text, sizeof text));
     }
 }
 
