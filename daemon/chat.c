@@ -26,8 +26,9 @@
 #include "vad.h"
 #include "ws/ws.h"
 
-#define CHAT_TICK_S     0.05
-#define CHAT_BURST_S    2.0 /* audio allowed ahead of max_audio_rate x real time */
+#define CHAT_TICK_S  0.05
+#define CHAT_BURST_S 2.0 /* audio allowed ahead of max_audio_rate x real time */
+
 #define CHAT_TEXT_MAX   (1 << 16)
 #define CHAT_MAX_PACKET 4000
 #define CHAT_PCM_MAX    (48000 * 120 / 1000)
@@ -36,6 +37,7 @@ enum chat_codec { CHAT_OPUS = 0, CHAT_PCM16 = 1 };
 
 struct chat_limits {
     int max_turn_s, max_rate, idle_s, max_session_s, slow_s;
+    double max_backlog_s; /* incoming flow control: pause above it, resume below a quarter */
     long long max_out, max_msg;
 };
 
@@ -88,7 +90,8 @@ struct chat_session {
      * read approximately, but they are kept under mu) */
     double t_start, t_last_rx, t_first_audio, over_since;
     double audio_in_s;
-    int rx_paused, too_fast_sent;
+    int rx_paused; /* CHAT_PAUSE_* bits: reading from the client is paused while any is set */
+    int too_fast_sent;
     struct chat_limits lim;
 };
 
@@ -319,6 +322,7 @@ static void chat_refresh_limits(struct chat_session *s)
     s->lim.idle_s = c->limits_idle_timeout;
     s->lim.max_session_s = c->limits_max_session_seconds;
     s->lim.slow_s = c->limits_slow_reader_seconds;
+    s->lim.max_backlog_s = c->limits_max_input_backlog_ms * 1e-3;
     s->lim.max_out = c->limits_max_output_buffer;
     s->lim.max_msg = c->limits_max_message_bytes;
     free(c);
@@ -460,6 +464,30 @@ static void chat_vad_emit(void *user, enum vad_kind kind, int64_t pos, const flo
 }
 
 /* Counts audio against max_audio_rate x real time; pauses reading when ahead. */
+enum { CHAT_PAUSE_TOO_FAST = 1, CHAT_PAUSE_BACKLOG = 2 };
+
+/* Sets or clears one reason to pause reading; the transport hears only the changes. mu held. */
+static void chat_pause(struct chat_session *s, int why, int on)
+{
+    int was = s->rx_paused;
+    s->rx_paused = on ? was | why : was & ~why;
+    if (!was != !s->rx_paused)
+        s->io.pause_rx(s->io.ctx, s->rx_paused != 0);
+}
+
+/* Incoming flow control: pauses reading while the engine is behind with this session's
+ * audio, resumes when it has caught up. mu held. */
+static void chat_backlog_check(struct chat_session *s)
+{
+    if (!s->es)
+        return;
+    double b = engine_input_backlog(s->es);
+    if (b > s->lim.max_backlog_s)
+        chat_pause(s, CHAT_PAUSE_BACKLOG, 1);
+    else if (b < s->lim.max_backlog_s / 4)
+        chat_pause(s, CHAT_PAUSE_BACKLOG, 0);
+}
+
 static void chat_rate_check(struct chat_session *s, int64_t n)
 {
     int max_rate = s->lim.max_rate;
@@ -467,9 +495,9 @@ static void chat_rate_check(struct chat_session *s, int64_t n)
     if (s->t_first_audio <= 0)
         s->t_first_audio = t;
     s->audio_in_s += (double)n / s->in_rate;
-    if (s->audio_in_s > max_rate * (t - s->t_first_audio) + CHAT_BURST_S && !s->rx_paused) {
-        s->rx_paused = 1;
-        s->io.pause_rx(s->io.ctx, 1);
+    if (s->audio_in_s > max_rate * (t - s->t_first_audio) + CHAT_BURST_S &&
+        !(s->rx_paused & CHAT_PAUSE_TOO_FAST)) {
+        chat_pause(s, CHAT_PAUSE_TOO_FAST, 1);
         if (!s->too_fast_sent)
             chat_error(s, "too_fast", NULL, 0, 0,
                        "audio arrives faster than %d x real time: reading paused", max_rate);
@@ -508,6 +536,7 @@ static void chat_audio(struct chat_session *s, const unsigned char *data, size_t
         else
             chat_take_audio(s, s->pcm, k);
     }
+    chat_backlog_check(s);
 }
 
 /* ---- control ----------------------------------------------------------------------------- */
@@ -990,11 +1019,12 @@ static void chat_timers(struct chat_session *s)
         s->t_last_rx = t; /* waiting for an answer is not idleness */
     int idle = t - s->t_last_rx > lim.idle_s;
     int too_long = t - s->t_start > lim.max_session_s;
-    if (s->rx_paused && s->audio_in_s <= lim.max_rate * (t - s->t_first_audio) + CHAT_BURST_S / 2) {
-        s->rx_paused = 0;
+    if ((s->rx_paused & CHAT_PAUSE_TOO_FAST) &&
+        s->audio_in_s <= lim.max_rate * (t - s->t_first_audio) + CHAT_BURST_S / 2) {
+        chat_pause(s, CHAT_PAUSE_TOO_FAST, 0);
         s->too_fast_sent = 0;
-        s->io.pause_rx(s->io.ctx, 0);
     }
+    chat_backlog_check(s);
     int answering = s->answering;
     pthread_mutex_unlock(&s->mu);
     if (idle)

@@ -77,6 +77,10 @@ static const struct config_item config_items[] = {
       "seconds without a message from the client before its session is closed" },
     { "limits", "max_session_seconds", CONFIG_INT, F(limits_max_session_seconds), "3600", 1, 604800,
       1, "longest session (seconds) before the server closes it" },
+    { "limits", "max_input_backlog_ms", CONFIG_INT, F(limits_max_input_backlog_ms), "1000", 20,
+      600000, 1,
+      "spoken audio the engine has not tokenized yet (ms) beyond which reading from the client "
+      "pauses until it catches up" },
     { "limits", "max_output_buffer", CONFIG_SIZE, F(limits_max_output_buffer), "4M", 65536,
       1LL << 30, 1, "outgoing bytes queued for one client; beyond it generation waits" },
     { "limits", "slow_reader_seconds", CONFIG_INT, F(limits_slow_reader_seconds), "20", 1, 3600, 1,

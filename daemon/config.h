@@ -60,6 +60,7 @@ struct config {
     int limits_max_audio_rate;
     int limits_idle_timeout;
     int limits_max_session_seconds;
+    int limits_max_input_backlog_ms;
     long long limits_max_output_buffer;
     int limits_slow_reader_seconds;
     /* [vad] */

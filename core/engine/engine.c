@@ -707,6 +707,15 @@ int engine_next_event(struct engine_session *s, struct engine_event *ev, double 
     return 1;
 }
 
+double engine_input_backlog(struct engine_session *s)
+{
+    struct engine *eng = s->eng;
+    pthread_mutex_lock(&eng->mu);
+    double b = (double)s->n_in / s->opt.in_rate;
+    pthread_mutex_unlock(&eng->mu);
+    return b;
+}
+
 int64_t engine_session_positions(struct engine_session *s)
 {
     pthread_mutex_lock(&s->eng->mu);

@@ -207,6 +207,10 @@ enum engine_status engine_heard(struct engine_session *s, int64_t played, int64_
  * (timeout_s < 0: wait for ever, 0: do not wait). */
 int engine_next_event(struct engine_session *s, struct engine_event *ev, double timeout_s);
 
+/* Seconds of pushed audio the speech tokenizer has not taken yet: a front-end stops reading
+ * its client while this grows (incoming flow control when the engine is behind). */
+double engine_input_backlog(struct engine_session *s);
+
 /* Positions of the session's KV cache in use (history length), for tests and metrics. */
 int64_t engine_session_positions(struct engine_session *s);
 

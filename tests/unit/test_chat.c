@@ -26,7 +26,7 @@ struct tc_io {
     int n_bin;
     double t_first_bin; /* monotonic seconds of the first binary message, 0 before */
     int close_code;
-    int paused;
+    int paused, n_pauses;
     int stuck; /* the client reads nothing: the queue looks full */
 };
 
@@ -71,6 +71,7 @@ static void tc_pause(void *ctx, int paused)
 {
     struct tc_io *io = ctx;
     pthread_mutex_lock(&io->mu);
+    io->n_pauses += paused && !io->paused;
     io->paused = paused;
     pthread_mutex_unlock(&io->mu);
 }
@@ -514,6 +515,60 @@ TEST(chat_slow_reader_and_idle)
     CHECK(tc_wait(&io, 0, "\"idle_timeout\"", 5) >= 0);
     CHECK(tc_wait_close(&io, 2) == 1000);
     chat_session_free(s);
+    tc_io_free(&io);
+    tc_apply(keep);
+}
+
+/* Incoming flow control: audio that arrives faster than the speech tokenizer takes it (1.5 s
+ * in one message, the limit at 50 ms) pauses reading until the engine has caught up. */
+TEST(chat_input_flow_control)
+{
+    struct config *c = tc_settings(), *keep = tc_settings();
+    REQUIRE(c && keep);
+    c->limits_max_input_backlog_ms = 50;
+    tc_apply(c);
+    struct tc_io io;
+    struct chat_session *s = tc_open(&io);
+    REQUIRE(s != NULL);
+    REQUIRE(tc_start_pcm(&io, s, TC_GREEDY(5) "," TC_MANUAL) >= 0);
+    enum { N = 24000 };
+    static unsigned char pcm[2 * N];
+    for (int i = 0; i < N; i++) {
+        int16_t v = (int16_t)(6000 * sin(0.05 * i));
+        pcm[2 * i] = (unsigned char)(v & 0xff);
+        pcm[2 * i + 1] = (unsigned char)((uint16_t)v >> 8);
+    }
+    /* the engine's one voice worker is busy with another session's 9 s of audio */
+    struct engine_session_options o;
+    engine_session_options_default(&o);
+    o.max_user_seconds = 20;
+    struct engine_session *busy;
+    struct err e;
+    REQUIRE(engine_open(tc_eng, &o, &busy, &e) == ENGINE_OK);
+    static float other[9 * 16000];
+    for (int i = 0; i < 9 * 16000; i++)
+        other[i] = 0.2f * (float)sin(0.031 * i);
+    CHECK(engine_push_audio(busy, other, 9 * 16000, &e) == ENGINE_OK);
+    chat_session_message(s, 1, pcm, sizeof pcm);
+    pthread_mutex_lock(&io.mu);
+    int paused_once = io.n_pauses > 0;
+    pthread_mutex_unlock(&io.mu);
+    CHECK(paused_once);
+    int resumed = 0;
+    for (int i = 0; i < 500 && !resumed; i++) {
+        pthread_mutex_lock(&io.mu);
+        resumed = !io.paused;
+        pthread_mutex_unlock(&io.mu);
+        struct timespec ts = { 0, 10 * 1000000L };
+        nanosleep(&ts, NULL);
+    }
+    CHECK(resumed);
+    int err = tc_wait(&io, 0, "\"error\"", 0);
+    CHECK(err < 0); /* not an error: only a pause */
+    if (err >= 0)
+        fprintf(stderr, "  %s\n", io.json[err]);
+    chat_session_free(s);
+    engine_close(busy);
     tc_io_free(&io);
     tc_apply(keep);
 }
