@@ -74,6 +74,9 @@ struct chat_session {
     int64_t sent_samples; /* answer samples sent (output rate) */
     int64_t user_tokens;
     int last_turn; /* the last turn.done's turn, -1 before the first */
+    /* a cancel that reached the engine just after it finished the answer (its turn.done not
+     * sent yet): the played position (model rate) to trim that answer to, -1 when none */
+    int64_t trim_pending;
 
     /* pump */
     pthread_t pump;
@@ -396,13 +399,21 @@ static void chat_take_audio(struct chat_session *s, const float *pcm, int64_t n)
                    e.msg);
 }
 
+/* engine_cancel, or, when the engine has just finished the answer (its turn.done is on the
+ * way), the trim to apply once that turn.done is sent. mu held. */
+static void chat_engine_cancel(struct chat_session *s, int64_t played)
+{
+    struct err e;
+    if (engine_cancel(s->es, played, &e) == ENGINE_ERR_STATE)
+        s->trim_pending = played;
+}
+
 /* Stops the answer in progress at played answer samples (model rate). mu held. */
 static void chat_cancel_locked(struct chat_session *s, int64_t played)
 {
     if (!s->answering || s->cancelled)
         return;
-    struct err e;
-    engine_cancel(s->es, played, &e);
+    chat_engine_cancel(s, played);
     s->cancelled = 1;
 }
 
@@ -682,8 +693,7 @@ static void chat_response_cancel(struct chat_session *s, json_t *m, json_t *eid)
         played = (int64_t)(json_number_value(pm) * vr / 1000);
     if (s->answering) {
         /* authoritative: also corrects a barge-in's estimate if the turn is not done yet */
-        struct err e;
-        engine_cancel(s->es, played, &e);
+        chat_engine_cancel(s, played);
         s->cancelled = 1;
     } else if (s->last_turn >= 0) {
         chat_trim_heard(s, played);
@@ -945,6 +955,9 @@ static void chat_turn_done(struct chat_session *s, struct engine_event *ev)
     s->n_text = 0;
     s->answering = 0;
     s->cancelled = 0;
+    if (s->trim_pending >= 0 && ev->reason != ENGINE_DONE_CANCELLED)
+        chat_trim_heard(s, s->trim_pending);
+    s->trim_pending = -1;
     /* input that arrived during the answer, then a commit that waited for it */
     if (s->n_pending > 0) {
         struct err e;
@@ -1104,6 +1117,7 @@ struct chat_session *chat_session_open(struct service *svc, const struct chat_io
     s->svc = svc;
     s->io = *io;
     s->last_turn = -1;
+    s->trim_pending = -1;
     memcpy(s->id, id, sizeof id);
     pthread_mutex_init(&s->mu, NULL);
     s->t_start = s->t_last_rx = chat_now();
@@ -1158,13 +1172,20 @@ static void chat_abandon_turn(struct chat_session *s)
     }
 }
 
+/* Stops the pump: after this nothing uses the connection (s->io) any more. */
+static void chat_session_detach(struct chat_session *s)
+{
+    atomic_store(&s->stop, 1);
+    if (s->have_pump)
+        pthread_join(s->pump, NULL);
+    s->have_pump = 0;
+}
+
 void chat_session_free(struct chat_session *s)
 {
     if (!s)
         return;
-    atomic_store(&s->stop, 1);
-    if (s->have_pump)
-        pthread_join(s->pump, NULL);
+    chat_session_detach(s);
     if (s->es && s->answering)
         chat_abandon_turn(s);
     if (s->es)
@@ -1268,14 +1289,16 @@ static void *chat_reaper(void *arg)
     return NULL;
 }
 
-/* The connection is gone. Freeing its session waits for the engine to let go of it (up to
- * one decode step) and for its pump: that happens on a thread of its own, so that the
- * WebSocket thread keeps serving every other connection meanwhile. */
+/* The connection is gone (its memory too, once this returns): the pump stops here, so that
+ * nothing touches the connection after; freeing the session, which waits for the engine to
+ * let go of it (up to one decode step), happens on a thread of its own, so that the WebSocket
+ * thread keeps serving every other connection meanwhile. */
 static void chat_ws_closed(void *conn, struct ws_conn *c)
 {
     (void)c;
     struct chat_session *s = conn;
     struct chat_server *cs = s->server;
+    chat_session_detach(s);
     pthread_mutex_lock(&cs->mu);
     if (s->prev)
         s->prev->next = s->next;

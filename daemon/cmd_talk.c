@@ -84,7 +84,7 @@ struct talk {
     const struct talk_opts *o;
     struct lws_context *ctx;
     struct lws *wsi;
-    lws_sorted_usec_list_t sul_pace, sul_barge, sul_hangup, sul_deadline;
+    lws_sorted_usec_list_t sul_pace, sul_barge, sul_hangup, sul_deadline, sul_trunc;
     struct talk_input *in;
     int n_turns, turn;
     /* sending */
@@ -100,6 +100,10 @@ struct talk {
     int underruns, cancel_sent, n_deltas;
     double stall_ms;
     int64_t played_at_cancel;
+    /* an answer that ended before its barge-in: its turn.done waits here for the cancel and
+     * the server's turn.truncated, as a listener still playing it would */
+    json_t *held_done;
+    json_t *truncated;
     struct opus_in *dec;
     /* receiving */
     uint8_t *rx;
@@ -483,8 +487,12 @@ static json_t *talk_turn_json(const struct talk *t, json_t *done)
         "cancel_sent", t->cancel_sent, "played_samples", (json_int_t)t->played_at_cancel, "timings",
         json_object_get(done, "timings"), "tokens", json_object_get(done, "tokens"));
     json_t *heard = json_object_get(done, "heard_audio_tokens");
+    if (t->truncated) /* trimmed after the end: what the server kept */
+        heard = json_object_get(t->truncated, "heard_audio_tokens");
     if (j && heard)
         json_object_set(j, "heard_audio_tokens", heard);
+    if (j && t->truncated)
+        json_object_set_new(j, "truncated", json_true());
     return j;
 }
 
@@ -503,7 +511,7 @@ static int talk_turn_check(const struct talk *t, json_t *done, const char *reaso
                 t->turn, (long long)json_integer_value(samples), (long long)t->n_got);
         rc = -1;
     }
-    if (t->cancel_sent && !cancelled) /* a race, not an error: the answer was short */
+    if (t->cancel_sent && !cancelled && !t->truncated) /* a race, not an error: short answer */
         fprintf(stderr, "talk: turn %d ended (%s) before the cancel reached the server\n", t->turn,
                 reason ? reason : "?");
     if (!t->cancel_sent && cancelled) {
@@ -554,24 +562,59 @@ static int talk_turn_write(const struct talk *t)
     return 0;
 }
 
-static void talk_turn_done(struct talk *t, json_t *done)
+/* The end of a turn: checks, report, the next turn. */
+static void talk_turn_end(struct talk *t, json_t *done)
 {
-    if (t->turn >= t->n_turns)
-        return; /* not one of ours */
     const char *reason = json_string_value(json_object_get(done, "reason"));
-    lws_sul_cancel(&t->sul_barge);
-    t->sending = 0; /* with VAD: trailing silence the server no longer needed */
-    lws_sul_cancel(&t->sul_pace);
     if (talk_turn_check(t, done, reason) != 0)
         t->rc = 1;
     talk_turn_report(t, done, reason);
     if (talk_turn_write(t) != 0)
         t->rc = 1;
+    json_decref(t->truncated);
+    t->truncated = NULL;
     if (++t->turn < t->n_turns && t->rc == 0)
         talk_begin_turn(t);
     else
         t->want_close = 1;
     lws_callback_on_writable(t->wsi);
+}
+
+/* The held turn ends: its turn.truncated came, or never will. */
+static void talk_release_held(struct talk *t)
+{
+    json_t *done = t->held_done;
+    t->held_done = NULL;
+    lws_sul_cancel(&t->sul_trunc);
+    if (done)
+        talk_turn_end(t, done);
+    json_decref(done);
+}
+
+static void talk_trunc_timeout_cb(lws_sorted_usec_list_t *sul)
+{
+    talk_release_held(lws_container_of(sul, struct talk, sul_trunc));
+}
+
+static void talk_turn_done(struct talk *t, json_t *done)
+{
+    if (t->turn >= t->n_turns)
+        return; /* not one of ours */
+    const char *reason = json_string_value(json_object_get(done, "reason"));
+    t->sending = 0; /* with VAD: trailing silence the server no longer needed */
+    lws_sul_cancel(&t->sul_pace);
+    int last = t->n_turns > 1 && t->turn == t->n_turns - 1;
+    int barge = t->o->barge_ms >= 0 && !last && t->t_first_audio;
+    if (barge && (!reason || strcmp(reason, "cancelled") != 0)) {
+        /* generated before the listener reached the barge-in point: keep playing, cancel at
+         * that point (the timer still runs) and let the server trim what was not heard */
+        t->held_done = json_incref(done);
+        if (t->cancel_sent)
+            lws_sul_schedule(t->ctx, 0, &t->sul_trunc, talk_trunc_timeout_cb, 3 * LWS_US_PER_SEC);
+        return;
+    }
+    lws_sul_cancel(&t->sul_barge);
+    talk_turn_end(t, done);
 }
 
 static void talk_print_line(const struct talk *t, json_t *j)
@@ -641,6 +684,10 @@ static void talk_text(struct talk *t, const char *p, size_t len)
         }
     } else if (strcmp(type, "turn.done") == 0) {
         talk_turn_done(t, j);
+    } else if (strcmp(type, "turn.truncated") == 0) {
+        json_decref(t->truncated);
+        t->truncated = json_incref(j);
+        talk_release_held(t);
     } else if (strcmp(type, "error") == 0) {
         talk_error(t, j);
     } else if (strcmp(type, "session.ending") == 0) {
@@ -668,6 +715,8 @@ static void talk_barge_cb(lws_sorted_usec_list_t *sul)
                    json_pack("{s:s, s:I}", "type", "response.cancel", "played_samples",
                              (json_int_t)t->played_at_cancel),
                    TALK_CTL_OTHER);
+    if (t->held_done) /* the answer had ended: wait for turn.truncated, not for ever */
+        lws_sul_schedule(t->ctx, 0, &t->sul_trunc, talk_trunc_timeout_cb, 3 * LWS_US_PER_SEC);
 }
 
 /* --hangup-ms after the first audio: the listener goes away without a word. */
@@ -933,6 +982,9 @@ static void talk_run(struct talk *t)
         ;
     lws_context_destroy(t->ctx);
     t->ctx = NULL;
+    json_decref(t->held_done);
+    json_decref(t->truncated);
+    t->held_done = t->truncated = NULL;
 }
 
 /* The verdict once the connection is gone. */

@@ -643,6 +643,29 @@ static int64_t ids_heard(const struct engine *eng, const int32_t *gen, int64_t n
     return *heard > 0 ? i : 0;
 }
 
+/* eng->mu held, the last answer finished (its ids at last_at in hist, last_kept of them
+ * kept): keeps only what a listener who heard `played` samples heard. Returns the answer's
+ * audio tokens kept. */
+static int64_t trim_answer(struct engine *eng, struct engine_session *s, int64_t played)
+{
+    int64_t heard = 0;
+    int64_t kept = ids_heard(eng, s->gen, s->last_kept, played < 0 ? 0 : played, &heard);
+    if (kept >= s->last_kept)
+        return heard;
+    s->last_kept = kept;
+    if (s->opt.history == ENGINE_HISTORY_RETOKENIZE) {
+        struct err e;
+        s->dtext.n = 0;
+        if (bpe_decode(eng->m.bpe, &s->dtext, s->gen, kept, &e) == 0)
+            chat_commit(&s->chat, s->ptext.v, s->dtext.v ? s->dtext.v : "", &e);
+    } else {
+        s->hist.n = s->last_at + kept;
+        if (s->cache.n_pos > s->hist.n)
+            lm_cache_truncate(&s->cache, s->hist.n);
+    }
+    return heard;
+}
+
 enum engine_status engine_heard(struct engine_session *s, int64_t played, int64_t *heard,
                                 struct err *e)
 {
@@ -653,22 +676,9 @@ enum engine_status engine_heard(struct engine_session *s, int64_t played, int64_
         st = ENGINE_ERR_STATE;
         err_set(e, "engine: no finished answer to trim (an answer runs, or the next turn began)");
     } else {
-        int64_t h = 0, kept = ids_heard(eng, s->gen, s->last_kept, played < 0 ? 0 : played, &h);
+        int64_t h = trim_answer(eng, s, played);
         if (heard)
             *heard = h;
-        if (kept < s->last_kept) {
-            s->last_kept = kept;
-            if (s->opt.history == ENGINE_HISTORY_RETOKENIZE) {
-                struct err e2;
-                s->dtext.n = 0;
-                if (bpe_decode(eng->m.bpe, &s->dtext, s->gen, kept, &e2) == 0)
-                    chat_commit(&s->chat, s->ptext.v, s->dtext.v ? s->dtext.v : "", &e2);
-            } else {
-                s->hist.n = s->last_at + kept;
-                if (s->cache.n_pos > s->hist.n)
-                    lm_cache_truncate(&s->cache, s->hist.n);
-            }
-        }
     }
     pthread_mutex_unlock(&eng->mu);
     return st;
@@ -1123,6 +1133,12 @@ static void finish_turn(struct engine *eng, struct engine_session *s)
     } else if (rc != 0) {
         ev_error(s, ENGINE_ERR_MODEL, e.msg);
     }
+    if (!cancelled && s->cancel_req && reason != ENGINE_DONE_ERROR) {
+        /* the cancel came while the turn was being finished: the answer is whole, but the
+         * listener stopped hearing it, so the conversation keeps what was heard */
+        heard = trim_answer(eng, s, s->cancel_played);
+        reason = ENGINE_DONE_CANCELLED;
+    }
     struct engine_event *ev = ev_new(s, ENGINE_EV_TURN_DONE);
     if (ev) {
         ev->reason = reason;
@@ -1141,7 +1157,7 @@ static void finish_turn(struct engine *eng, struct engine_session *s)
         }
     }
     ev_push(s, ev);
-    s->last_open = !cancelled && reason != ENGINE_DONE_ERROR && kept > 0;
+    s->last_open = reason != ENGINE_DONE_CANCELLED && reason != ENGINE_DONE_ERROR && kept > 0;
     s->turn++;
     s->turn_audio = s->turn_text = 0;
     s->n_in = s->n_in_turn = 0;

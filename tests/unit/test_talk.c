@@ -236,8 +236,9 @@ TEST(talk_pcm16)
 }
 
 /* Barge-in: the first answer cancelled 100 ms after its first audio with what was heard; the
- * next turn is answered in full. (Text turns: with the tiny models, "hello there" answered
- * greedily streams audio for a few hundred ms before it ends, so the cancel lands mid-answer.) */
+ * next turn is answered in full. With the tiny models the answer may be generated before the
+ * listener reaches that point: then the cancel trims it (turn.truncated) instead of stopping
+ * it; either way the conversation keeps what was heard. */
 TEST(talk_barge_in)
 {
     struct tk k;
@@ -254,7 +255,9 @@ TEST(talk_barge_in)
     CHECK(rc == 0);
     const char *t0 = tk_turn_line(text, 0), *t1 = tk_turn_line(text, 1);
     CHECK(t0 && strstr(t0, "\"cancel_sent\":true"));
-    CHECK(t0 && strstr(t0, "\"reason\":\"cancelled\""));
+    int stopped = t0 && strstr(t0, "\"reason\":\"cancelled\"") != NULL;
+    int trimmed = t0 && strstr(t0, "\"truncated\":true") != NULL;
+    CHECK(stopped || trimmed);
     CHECK(t0 && tk_num(t0, "samples") == tk_num(t0, "audio_samples"));
     CHECK(t0 && tk_num(t0, "heard_audio_tokens") >= 1);
     /* the simulated listener heard about 100 ms at 48 kHz (the timer may fire late on a busy
@@ -262,7 +265,7 @@ TEST(talk_barge_in)
     CHECK(t0 && tk_num(t0, "played_samples") > 0 && tk_num(t0, "played_samples") <= 2 * 4800);
     CHECK(t1 && !strstr(t1, "\"reason\":\"cancelled\"") && !strstr(t1, "\"reason\":\"error\""));
     CHECK(t1 && tk_num(t1, "samples") > 0);
-    if (rc != 0 || !t0 || !t1 || !strstr(t0, "\"reason\":\"cancelled\""))
+    if (rc != 0 || !t0 || !t1 || !(stopped || trimmed))
         fprintf(stderr, "talk stdout:\n%s\ntalk stderr:\n%s\n", text, errtext);
     tk_stop(&k);
 }
