@@ -68,6 +68,11 @@ struct backend_ops {
     /* y[n][M] = x[n][K] · Wᵀ (+ b), W ne = {K, M} of any type, b f32 [M] or NULL */
     void (*linear)(struct backend *be, float *y, const float *x, const struct tensor *w,
                    const struct tensor *b, int64_t n);
+    /* the same for bf16 W with x rounded to bf16 first (nearest even), as a model that runs in
+     * bf16 feeds its linear layers; row_exact: each row's result is independent of n and of
+     * the other rows (decode steps), otherwise many rows may take a faster form (prefill) */
+    void (*linear_bf16)(struct backend *be, float *y, const float *x, const struct tensor *w,
+                        const struct tensor *b, int64_t n, int row_exact);
     /* y[n][m] = alpha · a[n][k] · (b[m][k]ᵀ or b[k][m]) + beta · y, leading dimensions given */
     void (*matmul)(struct backend *be, float *y, int64_t ldy, const float *a, int64_t lda,
                    const float *b, int64_t ldb, int64_t n, int64_t m, int64_t k, int b_trans,

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "kernels/act.h"
+#include "kernels/gemm_bf16.h"
 #include "kernels/gemv.h"
 #include "kernels/matmul.h"
 #include "kernels/norm.h"
@@ -111,6 +112,15 @@ static void cpu_linear(struct backend *be, float *y, const float *x, const struc
     struct cpu *c = cpu_of(be);
     size_t need = n > GEMV_MAX_ROWS ? matmul_scratch_bytes(c->pool, w) : 0;
     matmul_forward(c->pool, y, x, w, f32_of(b), n, need ? scratch(be, need) : NULL);
+}
+
+static void cpu_linear_bf16(struct backend *be, float *y, const float *x, const struct tensor *w,
+                            const struct tensor *b, int64_t n, int row_exact)
+{
+    struct cpu *c = cpu_of(be);
+    void *s = scratch(be, gemm_bf16_scratch_bytes(pool_threads(c->pool), w->ne[0]));
+    gemm_bf16_rounded(c->pool, y, x, tensor_row(w, 0), (size_t)w->nb[1], f32_of(b), n,
+                      tensor_nrows(w), w->ne[0], row_exact, s);
 }
 
 static void cpu_matmul(struct backend *be, float *y, int64_t ldy, const float *a, int64_t lda,
@@ -311,6 +321,7 @@ static const struct backend_ops cpu_ops = {
     .download = cpu_copy,
     .weight = cpu_weight,
     .linear = cpu_linear,
+    .linear_bf16 = cpu_linear_bf16,
     .matmul = cpu_matmul,
     .add = cpu_add,
     .mul = cpu_mul,

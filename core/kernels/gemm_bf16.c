@@ -9,8 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/gemv.h"
+#include "kernels/matmul.h"
 #include "runtime/cpu.h"
 #include "runtime/dtype.h"
+#include "runtime/tensor.h"
 
 /* Outputs per unit of the thread split: whole register tiles. */
 #define GRAIN 96 /* a multiple of GEMM_BF16_TILE_COLS and of GEMM_BF16_PANEL_COLS */
@@ -71,9 +74,10 @@ static int generic_round(uint16_t *hi, uint16_t *lo, const float *src, int64_t k
 static float x_value(const struct gemm_bf16_args *a, int64_t r, int64_t i)
 {
     if (a->xb)
-        return bf16_value(a->xb[r * a->kpad + i]) + bf16_value(a->xl[r * a->kpad + i]);
+        return bf16_value(a->xb[r * a->kpad + i]) +
+               (a->round ? 0.0f : bf16_value(a->xl[r * a->kpad + i]));
     float x = a->x[r * a->k + i], hi = bf16_value(dtype_f32_to_bf16(x));
-    return hi + bf16_value(dtype_f32_to_bf16(x - hi));
+    return a->round ? hi : hi + bf16_value(dtype_f32_to_bf16(x - hi));
 }
 
 /*
@@ -136,6 +140,7 @@ struct round_job {
     const float *x;
     int64_t k, kpad;
     int avx512;
+    int round; /* hi only: lo rows are not written, flags 0 */
 };
 
 static void run_round(void *arg, int64_t begin, int64_t end)
@@ -144,14 +149,23 @@ static void run_round(void *arg, int64_t begin, int64_t end)
     for (int64_t r = begin; r < end; r++) {
         uint16_t *hi = j->xb + r * j->kpad, *lo = j->xl + r * j->kpad;
         const float *x = j->x + r * j->k;
+        if (j->round) {
+            if (j->avx512)
+                gemm_bf16_avx512_round_hi(hi, x, j->k, j->kpad);
+            else
+                generic_round(hi, lo, x, j->k, j->kpad);
+            j->lo_rows[r] = 0;
+            continue;
+        }
         j->lo_rows[r] = (uint8_t)(j->avx512 ? gemm_bf16_avx512_round(hi, lo, x, j->k, j->kpad)
                                             : generic_round(hi, lo, x, j->k, j->kpad));
     }
 }
 
-void gemm_bf16_forward(struct pool *pool, float *y, const float *x, const uint16_t *w,
-                       size_t w_stride, const float *bias, int64_t n, int64_t m, int64_t k,
-                       void *scratch)
+/* round: x rounded to bf16 (no lo term); fixed: the dot-product form at any n. */
+static void forward(struct pool *pool, float *y, const float *x, const uint16_t *w, size_t w_stride,
+                    const float *bias, int64_t n, int64_t m, int64_t k, void *scratch, int round,
+                    int fixed)
 {
     /* the panel gather indexes 32 rows with 32-bit byte offsets */
     assert(n >= 0 && m >= 0 && k >= 1 && w_stride >= 2 * (size_t)k && w_stride < (1u << 26));
@@ -171,7 +185,8 @@ void gemm_bf16_forward(struct pool *pool, float *y, const float *x, const uint16
                                     .w_stride = w_stride,
                                     .bias = bias,
                                     .n = n,
-                                    .k = k };
+                                    .k = k,
+                                    .round = round };
         generic_cols(&a, 0, m);
         return;
     }
@@ -181,7 +196,7 @@ void gemm_bf16_forward(struct pool *pool, float *y, const float *x, const uint16
     uint16_t *xl = xb + (size_t)GEMM_BF16_CHUNK_ROWS * (size_t)kpad;
     uint8_t *panels = (uint8_t *)(xl + (size_t)GEMM_BF16_CHUNK_ROWS * (size_t)kpad);
     uint8_t *lo_rows = panels + (size_t)threads * panel_bytes(kpad);
-    int packed = avx512 && n >= GEMM_BF16_PACK_MIN_ROWS;
+    int packed = avx512 && !fixed && n >= GEMM_BF16_PACK_MIN_ROWS;
     struct job j = {
         .cols = avx512 ? gemm_bf16_avx512_cols : generic_cols,
         .m = m,
@@ -199,7 +214,8 @@ void gemm_bf16_forward(struct pool *pool, float *y, const float *x, const uint16
                                 .x = x + n0 * k,
                                 .k = k,
                                 .kpad = kpad,
-                                .avx512 = avx512 };
+                                .avx512 = avx512,
+                                .round = round };
         pool_for(pool, rows, 16, run_round, &rj);
         j.args = (struct gemm_bf16_args){ .y = y + n0 * m,
                                           .ldy = m,
@@ -211,8 +227,71 @@ void gemm_bf16_forward(struct pool *pool, float *y, const float *x, const uint16
                                           .w_stride = w_stride,
                                           .bias = bias,
                                           .n = rows,
-                                          .k = k };
+                                          .k = k,
+                                          .round = round };
         pool_for(pool, threads, 1, run_cols, &j);
     }
     free(owned);
+}
+
+void gemm_bf16_forward(struct pool *pool, float *y, const float *x, const uint16_t *w,
+                       size_t w_stride, const float *bias, int64_t n, int64_t m, int64_t k,
+                       void *scratch)
+{
+    forward(pool, y, x, w, w_stride, bias, n, m, k, scratch, 0, 0);
+}
+
+/* No AVX-512 BF16: x rounded to bf16 values in f32, a chunk of rows at a time, through gemv
+ * (rows independent of the batch) or, for many rows of a prefill, matmul. */
+static void rounded_fallback(struct pool *pool, float *y, const float *x, const uint16_t *w,
+                             size_t w_stride, const float *bias, int64_t n, int64_t m, int64_t k,
+                             int fixed_form, void *scratch)
+{
+    struct tensor t;
+    int64_t ne[2] = { k, m };
+    if (tensor_init(&t, "w", DTYPE_BF16, 2, ne, w) != 0)
+        return;
+    t.nb[1] = w_stride;
+    void *owned = NULL;
+    if (!scratch)
+        owned = scratch = malloc(gemm_bf16_scratch_bytes(pool_threads(pool), k));
+    if (!scratch) { /* no memory: the portable kernel rounds x as it goes */
+        struct gemm_bf16_args a = { .y = y,
+                                    .ldy = m,
+                                    .x = x,
+                                    .kpad = kpad_of(k),
+                                    .w = (const uint8_t *)w,
+                                    .w_stride = w_stride,
+                                    .bias = bias,
+                                    .n = n,
+                                    .k = k,
+                                    .round = 1 };
+        generic_cols(&a, 0, m);
+        return;
+    }
+    /* the scratch holds GEMM_BF16_CHUNK_ROWS rows of kpad f32 (its hi and lo halves) */
+    float *xr = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    for (int64_t n0 = 0; n0 < n; n0 += GEMM_BF16_CHUNK_ROWS) {
+        int64_t rows = n - n0 < GEMM_BF16_CHUNK_ROWS ? n - n0 : GEMM_BF16_CHUNK_ROWS;
+        for (int64_t i = 0; i < rows * k; i++)
+            xr[i] = bf16_value(dtype_f32_to_bf16(x[n0 * k + i]));
+        if (!fixed_form && rows > GEMV_MAX_ROWS)
+            matmul_forward(pool, y + n0 * m, xr, &t, bias, rows, NULL);
+        else
+            gemv_forward(pool, y + n0 * m, xr, &t, bias, (int)rows);
+    }
+    free(owned);
+}
+
+void gemm_bf16_rounded(struct pool *pool, float *y, const float *x, const uint16_t *w,
+                       size_t w_stride, const float *bias, int64_t n, int64_t m, int64_t k,
+                       int fixed_form, void *scratch)
+{
+    assert(n >= 0 && m >= 0 && k >= 1 && w_stride >= 2 * (size_t)k && w_stride < (1u << 26));
+    if (n == 0 || m == 0)
+        return;
+    if (cpu_level() == CPU_LEVEL_AVX512)
+        forward(pool, y, x, w, w_stride, bias, n, m, k, scratch, 1, fixed_form);
+    else
+        rounded_fallback(pool, y, x, w, w_stride, bias, n, m, k, fixed_form, scratch);
 }

@@ -13,14 +13,17 @@
  * lo = 0 and costs one pass instead of two; the reference LM (GLM-4-Voice in bf16 PyTorch)
  * feeds every linear layer bf16 activations, so in a model that rounds its activations as
  * the reference does (parley's LM does after its norms) the one-pass product IS the
- * reference's rounding, with f32 sums. Rows of other f32 activations get the two-term split
- * (half the rate) instead of a silent rounding to bf16, which measured 3e-3 relative logit
- * error on the LM golden test (tolerance 2e-3) where the split measures 1e-3.
+ * reference's rounding, with f32 sums. gemm_bf16_forward gives rows of other f32 values the
+ * two-term split (half the rate); gemm_bf16_rounded rounds every x to bf16 (one pass), what
+ * the LM uses for bf16 weights: it rounds the input of every linear layer as the reference's
+ * bf16 activations are, and its golden reference (tests/golden/lm_ref.py) models the same.
  *
- * Two forms, chosen by N:
- *  - dot-product (N < GEMM_BF16_PACK_MIN_ROWS: wide decode): a 16-lane f32 accumulator per
+ * Two forms, chosen by N (gemm_bf16_rounded's fixed_form: always the first):
+ *  - dot-product (N < GEMM_BF16_PACK_MIN_ROWS: decode): a 16-lane f32 accumulator per
  *    (row, output) sums 32 K at a time; W is read in place (nothing packed), so a call with 16
- *    rows reads W once at memory speed. Tile: GEMM_BF16_TILE_ROWS × GEMM_BF16_TILE_COLS.
+ *    rows reads W once at memory speed. Up to 4 rows walk one weight row at a time start to
+ *    end (as fast through memory as gemv); more rows go in tiles of GEMM_BF16_TILE_ROWS ×
+ *    GEMM_BF16_TILE_COLS. Both walks do the same operations per output: the same bits.
  *  - packed (prefill): a panel of GEMM_BF16_PANEL_COLS outputs of W is gathered once per chunk
  *    of rows into K/2 × 32 bf16 pairs (vdpbf16ps's layout), x pairs are broadcast, and a tile is
  *    GEMM_BF16_PANEL_ROWS rows × 32 outputs, one accumulator per output.
@@ -66,6 +69,27 @@ void gemm_bf16_forward(struct pool *pool, float *y, const float *x, const uint16
                        size_t w_stride, const float *bias, int64_t n, int64_t m, int64_t k,
                        void *scratch);
 
+/*
+ * y[n][M] = bf16(x)[n][K] · Wᵀ (+ bias[M] when not NULL): x rounded to bf16 (nearest even, as
+ * PyTorch's .to(torch.bfloat16)) before the product, the activations of a model that runs in
+ * bf16, so every row costs one pass. Products are exact in f32, sums f32.
+ *
+ * fixed_form = 1: the dot-product form at any n (decode steps). Then y[r][m] is accumulated in
+ * one order that depends on nothing but K: sixteen f32 lanes, lane l taking the products of
+ * K = 32 j + 2 l and 32 j + 2 l + 1 (odd one first, as vdpbf16ps adds them) for j = 0, 1, ...,
+ * then the lanes added as a tree (l + 8, l + 4, l + 2, l + 1). A row's result is therefore
+ * bit-identical alone or in a batch of any size, with any thread count.
+ * fixed_form = 0 (prefill): from GEMM_BF16_PACK_MIN_ROWS rows the packed form (sums in K
+ * order, lanes = outputs): the same products, another order of the f32 sums.
+ *
+ * On CPUs without AVX-512 BF16 the rounded x goes through gemv (fixed_form, or n <=
+ * GEMV_MAX_ROWS) or matmul: the same rounded products, f32 sums in those kernels' orders, again
+ * independent of n for fixed_form. scratch as for gemm_bf16_forward (NULL: allocated here).
+ */
+void gemm_bf16_rounded(struct pool *pool, float *y, const float *x, const uint16_t *w,
+                       size_t w_stride, const float *bias, int64_t n, int64_t m, int64_t k,
+                       int fixed_form, void *scratch);
+
 /* ---- internal: the interface between gemm_bf16.c and its AVX-512 kernel file ------------- */
 
 struct gemm_bf16_args {
@@ -80,6 +104,7 @@ struct gemm_bf16_args {
     size_t w_stride;
     const float *bias; /* [M] or NULL */
     int64_t n, k;
+    int round; /* x is bf16(x) alone (gemm_bf16_rounded): the portable kernel drops lo */
 };
 
 /* Computes outputs [m0, m1) of all n rows (dot-product form). */
@@ -90,5 +115,7 @@ void gemm_bf16_avx512_panels(const struct gemm_bf16_args *a, int64_t m0, int64_t
 /* hi[kpad] = bf16(src[k]), lo[kpad] = bf16(src - hi) (round to nearest even), zeros beyond k;
  * returns 1 when some lo is not zero. */
 int gemm_bf16_avx512_round(uint16_t *hi, uint16_t *lo, const float *src, int64_t k, int64_t kpad);
+/* hi[kpad] = bf16(src[k]) (round to nearest even), zeros beyond k. */
+void gemm_bf16_avx512_round_hi(uint16_t *hi, const float *src, int64_t k, int64_t kpad);
 
 #endif

@@ -390,12 +390,23 @@ void lm_runner_free(struct lm_runner *r)
 
 /* ---- forward --------------------------------------------------------------------------- */
 
-/* y[n][M] = x[n][K]·Wᵀ (+ b). Decode steps go in groups of GEMV_MAX_ROWS rows so that a
- * row's result does not depend on how many sequences share the step. */
-static void linear(struct backend *be, float *y, const float *x, const struct tensor *w,
+/*
+ * y[n][M] = x[n][K]·Wᵀ (+ b). With bf16 weights and round_bf16 (the reference's bf16
+ * activations) x is rounded to bf16 and the products run in the bf16 kernel, whose decode
+ * form accumulates every output in one fixed order whatever the number of rows: a decode
+ * step of 16 sequences shares each weight load and still gives each sequence the bits it gets
+ * alone. Other weights: decode steps go through the GEMV in groups of GEMV_MAX_ROWS rows (the
+ * same independence, f32 products, memory-bound), prefill blocks through the GEMM.
+ */
+static void linear(const struct lm_model *m, float *y, const float *x, const struct tensor *w,
                    const struct tensor *b, int64_t n, int decode)
 {
+    struct backend *be = m->be;
     const int64_t K = w->ne[0], M = tensor_nrows(w);
+    if (w->type == DTYPE_BF16 && m->round_bf16) {
+        be->ops->linear_bf16(be, y, x, w, b, n, decode);
+        return;
+    }
     if (!decode) {
         be->ops->linear(be, y, x, w, b, n);
         return;
@@ -486,7 +497,7 @@ int lm_forward(struct lm_runner *r, struct lm_cache *const *caches, const int32_
         /* 2a. RMSNorm (input_layernorm) */
         op->rms_norm(be, r->xn, r->x, &L->attn_norm, N, D, hp->eps, m->round_bf16);
         /* 2b. fused QKV with bias: [N][Q (H·Dh) | K (G·Dh) | V (G·Dh)] */
-        linear(be, r->qkv, r->xn, &L->qkv, &L->qkv_bias, N, decode);
+        linear(m, r->qkv, r->xn, &L->qkv, &L->qkv_bias, N, decode);
         /* 2c. partial interleaved RoPE on the first R dims of every Q and K head */
         op->rope(be, &m->rope, r->qkv, N, QKV, (int)H, (int)Dh, r->pos, 0);
         op->rope(be, &m->rope, r->qkv + HD, N, QKV, (int)G, (int)Dh, r->pos, 0);
@@ -510,14 +521,14 @@ int lm_forward(struct lm_runner *r, struct lm_cache *const *caches, const int32_
                           c->n_pos + n_tok[s], &d);
         }
         /* 2e. output projection (no bias), residual */
-        linear(be, r->tmp, r->att, &L->dense, NULL, N, decode);
+        linear(m, r->tmp, r->att, &L->dense, NULL, N, decode);
         op->add(be, r->x, r->x, r->tmp, N * D);
         /* 2f. RMSNorm (post_attention_layernorm) */
         op->rms_norm(be, r->xn, r->x, &L->ffn_norm, N, D, hp->eps, m->round_bf16);
         /* 2g. SwiGLU MLP: u = [gate | up], m = SiLU(gate)·up, residual */
-        linear(be, r->ffu, r->xn, &L->up, NULL, N, decode);
+        linear(m, r->ffu, r->xn, &L->up, NULL, N, decode);
         op->swiglu(be, r->ffh, r->ffu, N, F);
-        linear(be, r->tmp, r->ffh, &L->down, NULL, N, decode);
+        linear(m, r->tmp, r->ffh, &L->down, NULL, N, decode);
         op->add(be, r->x, r->x, r->tmp, N * D);
     }
     for (int s = 0; s < n_seq; s++)
@@ -531,7 +542,7 @@ int lm_forward(struct lm_runner *r, struct lm_cache *const *caches, const int32_
         op->rms_norm(be, r->last + s * D, r->x + (end - 1) * D, &m->final_norm, 1, D, hp->eps,
                      m->round_bf16);
     }
-    linear(be, r->logits, r->last, &m->output, NULL, n_seq, 1);
+    linear(m, r->logits, r->last, &m->output, NULL, n_seq, 1);
     op->download(be, logits, r->logits, (size_t)(n_seq * V) * sizeof(float));
     return 0;
 }

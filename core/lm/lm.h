@@ -13,14 +13,17 @@
  * its own cache. Only the last row of each sequence produces logits (the reference's
  * return_last_logit).
  *
- * Decode steps (every sequence has one new token) go through the linear layers in groups of
- * at most GEMV_MAX_ROWS rows, so a sequence's logits are bit-identical whether it is
- * decoded alone or batched with others. Prefill blocks use the GEMM path, which rounds
- * differently (within f32 noise).
+ * Decode steps (every sequence has one new token) compute each row's linear layers in an
+ * order that does not depend on the other rows, so a sequence's logits are bit-identical
+ * whether it is decoded alone or batched with others: bf16 weights (with round_bf16) through
+ * the bf16 kernel's dot-product form (gemm_bf16_rounded, fixed form; 16 rows share every
+ * weight load), other weights through the GEMV in groups of at most GEMV_MAX_ROWS rows.
+ * Prefill blocks use the GEMM paths, which add in another order (within f32 noise).
  *
  * Numerics: f32 activations. With `round_bf16` (the default for bf16 weights: the reference
  * runs in bf16) the RMSNorm outputs are rounded to bf16 and the RoPE table is built in bf16
- * as the reference does; otherwise both stay f32.
+ * as the reference does, and with bf16 weights the input of every linear layer is rounded to
+ * bf16 too (products exact in f32, f32 sums); otherwise activations stay f32.
  *
  * Ownership: lm_load maps the file and prepares weights through the backend, which must
  * outlive the model. A cache belongs to one conversation; a runner holds the per-call

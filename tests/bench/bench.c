@@ -462,7 +462,7 @@ done:
 /* Median GFLOP/s of y[n][m] = x · Wᵀ by: 0 gemm_bf16_forward (one pass when x holds bf16
  * values, as the LM's normed activations do; two for other f32), 1 sgemm on an f32 copy of W
  * (OpenBLAS with the same thread count), 2 gemv_forward in groups of GEMV_MAX_ROWS rows (the
- * LM's decode path today). */
+ * LM's decode path for non-bf16 weights; bf16 weights use gemm_bf16_rounded). */
 static double measure_bf16gemm(struct bench *b, int how, struct pool *pool, float *y,
                                const float *x, uint16_t *wb, const float *wf, int64_t n, int64_t m,
                                int64_t k, void *scratch)

@@ -212,6 +212,12 @@ def rms_norm(x, w, eps, round_bf16):
     return bf16_round(y) if round_bf16 else y
 
 
+def linear(x, w, round_bf16):
+    """x · wᵀ; a model that runs in bf16 (round_bf16) feeds every linear layer bf16 activations:
+    x is rounded to bf16 first, as parley's bf16 kernel does (products exact in f32)."""
+    return (bf16_round(x) if round_bf16 else x) @ w.T
+
+
 def rope_cache(n_pos, rot_dim, base, round_bf16):
     theta = 1.0 / (base ** (torch.arange(0, rot_dim, 2, dtype=torch.float32) / rot_dim))
     ang = torch.outer(torch.arange(n_pos, dtype=torch.float32), theta).float()
@@ -248,7 +254,7 @@ def forward(w, cfg, ids, round_bf16=False, past=None):
     for layer in range(L):
         p = "transformer.encoder.layers.%d." % layer
         y = rms_norm(x, w[p + "input_layernorm.weight"], eps, round_bf16)
-        z = y @ w[p + "self_attention.query_key_value.weight"].T + \
+        z = linear(y, w[p + "self_attention.query_key_value.weight"], round_bf16) + \
             w[p + "self_attention.query_key_value.bias"]
         q = z[:, :H * Dh].reshape(T, H, Dh)
         k = z[:, H * Dh:(H + G) * Dh].reshape(T, G, Dh)
@@ -264,19 +270,20 @@ def forward(w, cfg, ids, round_bf16=False, past=None):
         sc = torch.einsum("thd,uhd->htu", q, k) / (Dh ** 0.5) + mask
         pr = torch.softmax(sc, -1)
         ctx = torch.einsum("htu,uhd->thd", pr, v).reshape(T, H * Dh)
-        x = x + ctx @ w[p + "self_attention.dense.weight"].T
+        x = x + linear(ctx, w[p + "self_attention.dense.weight"], round_bf16)
         y = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps, round_bf16)
-        u = y @ w[p + "mlp.dense_h_to_4h.weight"].T
+        u = linear(y, w[p + "mlp.dense_h_to_4h.weight"], round_bf16)
         m = torch.nn.functional.silu(u[:, :F]) * u[:, F:]
-        x = x + m @ w[p + "mlp.dense_4h_to_h.weight"].T
+        x = x + linear(m, w[p + "mlp.dense_4h_to_h.weight"], round_bf16)
     x = rms_norm(x, w["transformer.encoder.final_layernorm.weight"], eps, round_bf16)
-    return x @ w["transformer.output_layer.weight"].T
+    return linear(x, w["transformer.output_layer.weight"], round_bf16)
 
 
 def greedy(w, cfg, ids, n, round_bf16=False):
     """Last-position logits of the prompt, and n greedy ids (argmax over every row), decoded
     with a cache of past K/V. Its first step is checked against the cache-free forward of
-    the prompt plus one token."""
+    the prompt plus one token: within f32 rounding, or with bf16 activations (round_bf16)
+    within the one-step flips of bf16 roundings that f32 differences cause (measured 8e-4)."""
     past = [None] * cfg["num_layers"]
     lg = forward(w, cfg, list(ids), round_bf16, past)[-1]
     first, out = lg, []
@@ -287,7 +294,8 @@ def greedy(w, cfg, ids, n, round_bf16=False):
         if i == 0:
             full = forward(w, cfg, list(ids) + [t], round_bf16)[-1]
             d = float((full - lg).abs().max() / full.abs().max())
-            assert d < 1e-5, "cached and uncached reference disagree: %g" % d
+            tol = 3e-3 if round_bf16 else 1e-5
+            assert d < tol, "cached and uncached reference disagree: %g" % d
     return first, out
 
 

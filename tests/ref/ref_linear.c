@@ -81,3 +81,29 @@ void ref_linear(double *y, double *yabs, const float *x, const struct tensor *w,
     }
     free(wrow);
 }
+
+double ref_linear_round_bf16(float x)
+{
+    if (x == 0 || !isfinite(x))
+        return x;
+    int e;
+    frexp((double)x, &e); /* |x| in [2^(e-1), 2^e): 8 significant bits below 2^e */
+    double q = ldexp(1.0, e - 8 < -133 ? -133 : e - 8);
+    double r = (double)x / q, f = floor(r), d = r - f;
+    if (d > 0.5 || (d == 0.5 && fmod(f, 2.0) != 0))
+        f += 1;
+    return f * q;
+}
+
+void ref_linear_rounded(double *y, double *yabs, const float *x, const struct tensor *w,
+                        const float *bias, int64_t n)
+{
+    int64_t K = w->ne[0];
+    float *xr = malloc((size_t)(n * K) * sizeof *xr);
+    if (!xr)
+        abort(); /* test code: no way to report it */
+    for (int64_t i = 0; i < n * K; i++)
+        xr[i] = (float)ref_linear_round_bf16(x[i]); /* a bf16 value: exact in f32 */
+    ref_linear(y, yabs, xr, w, bias, n);
+    free(xr);
+}

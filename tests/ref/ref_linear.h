@@ -23,4 +23,14 @@ double ref_linear_weight(const struct tensor *w, int64_t m, int64_t k);
 void ref_linear(double *y, double *yabs, const float *x, const struct tensor *w, const float *bias,
                 int64_t n);
 
+/* x rounded to the nearest bf16 value, ties to even (PyTorch's .to(torch.bfloat16)), for finite x
+ * inside the bf16 range; computed in double from the definition (8 significant bits, subnormal
+ * quantum 2^-133). */
+double ref_linear_round_bf16(float x);
+
+/* ref_linear with every x first rounded to bf16 (ref_linear_round_bf16): the product of
+ * gemm_bf16_rounded; yabs as in ref_linear, bias included in neither sum of magnitudes. */
+void ref_linear_rounded(double *y, double *yabs, const float *x, const struct tensor *w,
+                        const float *bias, int64_t n);
+
 #endif

@@ -1,6 +1,9 @@
 /* Tests of gemm_bf16: both kernels against a double reference computed from the bf16 split of
  * x (hi + lo) and bf16 W, at shapes that are not multiples of the tile sizes (odd K included); 1 vs
- * 2 threads and batch composition bit for bit; the split of x; matmul's routing of bf16 weights. */
+ * 2 threads and batch composition bit for bit; the split of x; matmul's routing of bf16 weights.
+ * gemm_bf16_rounded (x rounded to bf16): the same against a double reference of bf16(x) · W at
+ * every CPU level, 1 vs 2 threads, and in the fixed form every row alone bit-identical to the
+ * batch at every row count (the one-row walk, the tiles, what the packed form would take). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +11,7 @@
 
 #include "kernels/gemm_bf16.h"
 #include "kernels/matmul.h"
+#include "ref/ref_linear.h"
 #include "runtime/cpu.h"
 #include "runtime/dtype.h"
 #include "runtime/pool.h"
@@ -207,4 +211,121 @@ TEST(gemm_bf16_matmul_routing)
     free(x);
     free(y1);
     free(y2);
+}
+
+/* ref[n][m] = sum_k bf16(x) W (+ bias) in double (tests/ref, independent of dtype.c), abs_sum as
+ * in reference(). */
+static void reference_rounded(double *ref, double *abs_sum, const float *x, const uint16_t *w,
+                              int64_t ld, const float *bias, int64_t n, int64_t m, int64_t k)
+{
+    struct tensor t;
+    int64_t ne[2] = { k, m };
+    if (tensor_init(&t, "w", DTYPE_BF16, 2, ne, w) != 0)
+        abort();
+    t.nb[1] = (uint64_t)ld * 2;
+    ref_linear_rounded(ref, abs_sum, x, &t, bias, n);
+    for (int64_t i = 0; bias && i < n * m; i++)
+        abs_sum[i] += fabs(bias[i % m]);
+}
+
+static const int64_t rounded_rows[] = { 1, 2, 3, 4, 5, 9, 16, 37, 64, 77, 200 };
+
+/* One shape, one level: both forms against the reference, threads, rows alone (fixed form). */
+static void check_rounded(const uint16_t *w, int64_t ld, const float *x, const float *b,
+                          const double *ref, const double *abs_sum, int64_t m, int64_t k,
+                          struct pool *two, void *scratch, float *y1, float *y2, const char *lvl)
+{
+    for (size_t ni = 0; ni < sizeof rounded_rows / sizeof rounded_rows[0]; ni++) {
+        int64_t n = rounded_rows[ni];
+        for (int fixed = 0; fixed <= 1; fixed++) {
+            char what[128];
+            snprintf(what, sizeof what, "rounded %s M=%lld K=%lld n=%lld fixed=%d bias=%d", lvl,
+                     (long long)m, (long long)k, (long long)n, fixed, b != NULL);
+            memset(y1, 0xff, (size_t)(n * m) * sizeof *y1);
+            gemm_bf16_rounded(NULL, y1, x, w, (size_t)ld * 2, b, n, m, k, fixed, NULL);
+            if (!check_close(y1, ref, abs_sum, n, m, k, what))
+                continue;
+            memset(y2, 0xff, (size_t)(n * m) * sizeof *y2);
+            gemm_bf16_rounded(two, y2, x, w, (size_t)ld * 2, b, n, m, k, fixed, scratch);
+            if (memcmp(y1, y2, (size_t)(n * m) * sizeof *y1) != 0)
+                test_fail(__FILE__, __LINE__, "%s: 1 and 2 threads differ", what);
+            if (!fixed)
+                continue;
+            for (int64_t r = 0; r<n; r += n> 16 ? 7 : 1) { /* each row alone, same bits */
+                gemm_bf16_rounded(two, y2, x + r * k, w, (size_t)ld * 2, b, 1, m, k, 1, scratch);
+                if (memcmp(y1 + r * m, y2, (size_t)m * sizeof *y1) != 0) {
+                    test_fail(__FILE__, __LINE__, "%s: row %lld alone differs", what, (long long)r);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+TEST(gemm_bf16_rounded_against_reference)
+{
+    struct pool *two = pool_create(2);
+    REQUIRE(two != NULL);
+    enum cpu_level best = cpu_detect();
+    int quick = getenv("PARLEY_TEST_QUICK") != NULL;
+    size_t n_shapes = sizeof shapes / sizeof shapes[0] - (quick ? 1 : 0);
+    for (size_t si = 0; si < n_shapes; si++) {
+        int64_t m = shapes[si].m, k = shapes[si].k, ld = k + 3;
+        uint16_t *w = make_w(m, k, ld);
+        float *x = malloc((size_t)(NMAX * k) * sizeof *x);
+        float *bias = malloc((size_t)m * sizeof *bias);
+        float *y1 = malloc((size_t)(NMAX * m) * sizeof *y1);
+        float *y2 = malloc((size_t)(NMAX * m) * sizeof *y2);
+        double *ref = malloc((size_t)(NMAX * m) * sizeof *ref);
+        double *abs_sum = malloc((size_t)(NMAX * m) * sizeof *abs_sum);
+        void *scratch = malloc(gemm_bf16_scratch_bytes(2, k));
+        REQUIRE(w && x && bias && y1 && y2 && ref && abs_sum && scratch);
+        test_fill_uniform(x, NMAX * k, -1.0f, 1.0f);
+        test_fill_uniform(bias, m, -1.0f, 1.0f);
+        for (int with_bias = 0; with_bias <= 1; with_bias++) {
+            const float *b = with_bias ? bias : NULL;
+            reference_rounded(ref, abs_sum, x, w, ld, b, NMAX, m, k);
+            for (int level = CPU_LEVEL_GENERIC; level <= (int)best; level++) {
+                REQUIRE(cpu_set_level((enum cpu_level)level) == 0);
+                check_rounded(w, ld, x, b, ref, abs_sum, m, k, two, scratch, y1, y2,
+                              cpu_level_name((enum cpu_level)level));
+            }
+            cpu_set_level(best);
+        }
+        free(w);
+        free(x);
+        free(bias);
+        free(y1);
+        free(y2);
+        free(ref);
+        free(abs_sum);
+        free(scratch);
+    }
+    pool_free(two);
+}
+
+/* x is rounded to the nearest bf16, ties to even (PyTorch's .to(torch.bfloat16)), and nothing
+ * of the rest is kept. */
+TEST(gemm_bf16_rounded_rounds_x)
+{
+    enum cpu_level best = cpu_detect();
+    const uint16_t one = 0x3f80; /* 1.0 */
+    /* 1 + 2^-8: a tie, to 1 (even); 1 + 3 * 2^-8: a tie, to 1 + 2^-6; 1 + 2^-8 + 2^-20: up to
+     * 1 + 2^-7; 1.5 and -2: bf16 values */
+    const float xs[5] = { 1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, 1.0f + 0x1p-8f + 0x1p-20f, 1.5f,
+                          -2.0f };
+    const float want[5] = { 1.0f, 1.0f + 0x1p-6f, 1.0f + 0x1p-7f, 1.5f, -2.0f };
+    for (int level = CPU_LEVEL_GENERIC; level <= (int)best; level++) {
+        REQUIRE(cpu_set_level((enum cpu_level)level) == 0);
+        for (int fixed = 0; fixed <= 1; fixed++) {
+            float y[5];
+            gemm_bf16_rounded(NULL, y, xs, &one, 2, NULL, 5, 1, 1, fixed, NULL);
+            for (int i = 0; i < 5; i++)
+                if (y[i] != want[i])
+                    test_fail(__FILE__, __LINE__, "%s fixed=%d: x %.9g gives %.9g, want %.9g",
+                              cpu_level_name((enum cpu_level)level), fixed, (double)xs[i],
+                              (double)y[i], (double)want[i]);
+        }
+    }
+    cpu_set_level(best);
 }

@@ -188,12 +188,15 @@ TEST(lm_golden_q8_0)
     golden_turn("q8_0", "audio", 1e-4);
 }
 
-/* bf16 weights round RMSNorm outputs to bf16 (as the reference does); an f32 difference in
- * the last bit can move a rounded value by one bf16 step, hence the looser bound. */
+/* bf16 weights run with bf16 activations as the reference does: RMSNorm outputs and the input
+ * of every linear layer rounded to bf16 (lm_ref.py models the same roundings). An f32
+ * difference in the last bit can move a rounded value by one bf16 step, so two correct f32
+ * implementations drift apart: the reference against itself with f64 instead of f32 sums
+ * differs by 2.1e-3 on the text turn (measured), parley by 2.4e-3 and 2.1e-3. */
 TEST(lm_golden_bf16)
 {
-    golden_turn("bf16", "text", 2e-3);
-    golden_turn("bf16", "audio", 2e-3);
+    golden_turn("bf16", "text", 5e-3);
+    golden_turn("bf16", "audio", 5e-3);
 }
 
 /* Two sequences decoded in one step give exactly the logits each gets alone; a bf16 cache
@@ -274,16 +277,15 @@ TEST(lm_batched_decode)
     gguf_close(&g);
 }
 
-/* Same ids, same caches: a decode step batched with others is bit-identical to alone. */
-TEST(lm_batched_bit_identical)
+/* Same ids, same caches: a decode step of S sequences is bit-identical to each alone. */
+static void batched_bit_identical(const char *type, int S)
 {
     struct lm_fixture x;
-    if (fixture_open(&x, "q8_0", 64, 16))
+    if (fixture_open(&x, type, 64, 16))
         return;
-    const int S = 11; /* more than GEMV_MAX_ROWS: two groups */
     const int64_t V = x.m.hp.n_vocab;
-    struct lm_cache c1[11], c2[11];
-    struct lm_cache *p2[11];
+    struct lm_cache c1[16], c2[16];
+    struct lm_cache *p2[16];
     float *one = malloc((size_t)V * sizeof(float)), *all = malloc((size_t)(S * V) * sizeof(float));
     struct err e;
     int identical = 1;
@@ -297,8 +299,8 @@ TEST(lm_batched_bit_identical)
         REQUIRE(lm_prefill(&x.r, &c2[i], prompt, 3, NULL, &e) == 0);
     }
     for (int step = 0; step < 3; step++) {
-        int32_t ids[11];
-        int64_t n1[11];
+        int32_t ids[16];
+        int64_t n1[16];
         for (int i = 0; i < S; i++) {
             ids[i] = (int32_t)(100 + 7 * i + step);
             n1[i] = 1;
@@ -311,6 +313,8 @@ TEST(lm_batched_bit_identical)
                 identical = 0;
         }
     }
+    printf("    %-5s %2d sequences in one decode step bit-identical to alone: %s\n", type, S,
+           identical ? "yes" : "no");
     CHECK(identical);
     for (int i = 0; i < S; i++) {
         lm_cache_free(&c1[i]);
@@ -319,6 +323,15 @@ TEST(lm_batched_bit_identical)
     free(one);
     free(all);
     fixture_close(&x);
+}
+
+/* q8_0: the GEMV in two groups of rows (11 > GEMV_MAX_ROWS); bf16: the bf16 kernel's tiles
+ * (16 rows) against its one-row walk. */
+TEST(lm_batched_bit_identical)
+{
+    batched_bit_identical("q8_0", 11);
+    batched_bit_identical("bf16", 16);
+    batched_bit_identical("bf16", 3);
 }
 
 TEST(lm_refuses_bad_input)
