@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "audio/codec.h"
+#include "lm/chat.h"
 #include "log.h"
 #include "vad.h"
 #include "ws/ws.h"
@@ -568,11 +569,17 @@ static void chat_start(struct chat_session *s, json_t *m, json_t *eid)
     struct sampler_params sp = o.sampling;
     const char *sys = "auto";
     json_t *jsys = json_object_get(m, "system_prompt");
-    if (jsys && (!json_is_string(jsys) || strcmp(json_string_value(jsys), "auto"))) {
-        chat_error(s, "invalid_value", eid, 0, 0,
-                   "system_prompt: only \"auto\" is supported by this server");
-        return;
+    if (jsys) {
+        sys = json_string_value(jsys);
+        if (!sys || (strcmp(sys, "auto") && strcmp(sys, "audio") && strcmp(sys, "text"))) {
+            chat_error(s, "invalid_value", eid, 0, 0,
+                       "system_prompt: \"auto\", \"audio\" or \"text\"");
+            return;
+        }
     }
+    o.system_prompt = !strcmp(sys, "audio")  ? CHAT_MODE_AUDIO
+                      : !strcmp(sys, "text") ? CHAT_MODE_TEXT
+                                             : CHAT_SYSTEM_AUTO;
     if (chat_parse_codec(s, json_object_get(m, "input"), "input", &ic, &ir, eid) ||
         chat_parse_codec(s, json_object_get(m, "output"), "output", &oc, &orate, eid) ||
         chat_parse_sampling(s, json_object_get(m, "sampling"), &sp, eid) ||

@@ -13,6 +13,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "lm/chat.h"
 #include "audio/oggenc.h"
 #include "audio/oggopus.h"
 #include "audio/wav.h"
@@ -416,11 +417,6 @@ static int qa_parse(struct qa_question *qq, struct qa_options *o, enum qa_out *o
     if (qq->audio && !svc->have_stok)
         return qa_fail(q, 400, "invalid_value",
                        "this server has no speech tokenizer: ask with {\"text\": ...}");
-    if ((o->prompt == QA_PROMPT_AUDIO && !qq->audio) || (o->prompt == QA_PROMPT_TEXT && qq->audio))
-        return qa_fail(q, 400, "invalid_value",
-                       "system_prompt: the engine takes the prompt of the question's kind (%s); "
-                       "use \"auto\" or \"%s\"",
-                       qq->audio ? "spoken" : "text", qq->audio ? "audio" : "text");
     /* the answer's form: stream, or the first Accept item served */
     *out = QA_OUT_JSON;
     const char *acc = c->accept;
@@ -884,6 +880,9 @@ static int qa_start(struct qa_turn *t, struct qa_error *q)
     o.sampling.max_new = t->opt.sampling.max_new;
     o.sampling.seed = t->opt.sampling.seed;
     o.sampling.greedy = t->opt.sampling.greedy;
+    o.system_prompt = t->opt.prompt == QA_PROMPT_AUDIO  ? CHAT_MODE_AUDIO
+                      : t->opt.prompt == QA_PROMPT_TEXT ? CHAT_MODE_TEXT
+                                                        : CHAT_SYSTEM_AUTO;
     if (t->qq.audio && (double)t->qq.n / t->qq.rate > o.max_user_seconds) {
         service_leave(svc);
         return qa_fail(q, 400, "turn_too_long", "the question is %.1f s long; at most %.0f s",

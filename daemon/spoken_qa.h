@@ -8,8 +8,8 @@
  * with options. Options (JSON fields, or query parameters for any body; JSON wins):
  *   temperature (0..2), top_p (0..1], top_k (0..100000, 0 off), max_new_tokens (1..context),
  *   seed (0..2^53), greedy (bool), format ("wav" | "ogg": the audio inside a JSON answer),
- *   system_prompt ("auto" | "audio" | "text": the engine takes the prompt that fits the kind of
- *   question, so only "auto" and the matching one are accepted), stream (bool).
+ *   system_prompt ("auto": the prompt of the question's kind, as the demo; "audio" | "text":
+ *   that one whatever the question), stream (bool).
  *
  * The answer, by Accept (first listed type that is served) and stream:
  *   JSON (default, application/json, * / *): id, question ("audio" | "text"), user_tokens

@@ -193,6 +193,7 @@ void engine_session_options_default(struct engine_session_options *o)
     o->history = ENGINE_HISTORY_KV;
     o->ctx_policy = ENGINE_CTX_END;
     t2w_config_default(&o->voice);
+    o->system_prompt = CHAT_SYSTEM_AUTO;
 }
 
 /* ---- models --------------------------------------------------------------------------- */
@@ -379,7 +380,8 @@ enum engine_status engine_open(struct engine *eng, const struct engine_session_o
     const struct lm_model *lm = eng->m.lm;
     *out = NULL;
     if (o->in_rate < 1000 || o->in_rate > 192000 || o->sampling.max_new < 1 || o->n_ctx < 0 ||
-        o->max_user_seconds <= 0 || o->max_user_text < 1) {
+        o->max_user_seconds <= 0 || o->max_user_text < 1 || o->system_prompt < CHAT_SYSTEM_AUTO ||
+        o->system_prompt > CHAT_MODE_TEXT) {
         err_set(e, "engine: bad session options (rate %d, max_new %d)", o->in_rate,
                 o->sampling.max_new);
         return ENGINE_ERR_INVALID;
@@ -421,6 +423,7 @@ enum engine_status engine_open(struct engine *eng, const struct engine_session_o
     pthread_cond_init(&s->ev_cv, NULL);
     chat_init(&s->chat);
     chat_init(&s->sentinel);
+    s->chat.system = o->system_prompt;
     int max_new = o->sampling.max_new;
     struct sampler_params sp = o->sampling;
     sp.mask_from = eng->mask_from;
@@ -982,6 +985,7 @@ static enum engine_status build_prompt(struct engine *eng, struct engine_session
     if (s->hist.n == 0) {
         struct chat fresh;
         chat_init(&fresh);
+        fresh.system = s->opt.system_prompt;
         int rc = chat_prompt(&fresh, &s->ptext, mode, text, codes, n_codes, hp->n_audio, e);
         chat_free(&fresh);
         if (rc != 0 || bpe_encode(b, &s->hist, s->ptext.v, s->ptext.n, 1, e) != 0)

@@ -164,6 +164,9 @@ struct engine_session_options {
     enum engine_history history;
     enum engine_ctx_policy ctx_policy;
     struct t2w_config voice; /* schedule, mode, prompt cap */
+    /* the system prompt: CHAT_SYSTEM_AUTO (the first turn's kind, as the demo), or
+     * CHAT_MODE_AUDIO / CHAT_MODE_TEXT whatever the turns are */
+    int system_prompt;
 };
 void engine_session_options_default(struct engine_session_options *o);
 

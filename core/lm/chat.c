@@ -17,6 +17,7 @@ const char chat_system_text[] =
 void chat_init(struct chat *c)
 {
     memset(c, 0, sizeof *c);
+    c->system = CHAT_SYSTEM_AUTO;
 }
 
 void chat_free(struct chat *c)
@@ -79,7 +80,9 @@ int chat_prompt(const struct chat *c, struct bpe_text *out, enum chat_mode mode,
     /* 2. the system prompt, once */
     if (!strstr(out->v ? out->v : "", "<|system|>")) {
         if (puts_(out, "<|system|>\n") ||
-            puts_(out, mode == CHAT_MODE_AUDIO ? chat_system_audio : chat_system_text))
+            puts_(out, (c->system == CHAT_SYSTEM_AUTO ? (int)mode : c->system) == CHAT_MODE_AUDIO
+                           ? chat_system_audio
+                           : chat_system_text))
             goto oom;
     }
     /* 3, 4. the user turn */

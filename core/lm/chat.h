@@ -34,7 +34,10 @@ extern const char chat_system_text[];
 struct chat {
     struct bpe_text prev_input;      /* last turn's prompt string */
     struct bpe_text prev_completion; /* last turn's decoded completion */
+    /* the system prompt: CHAT_SYSTEM_AUTO (the demo: the first turn's kind), or one mode */
+    int system;
 };
+#define CHAT_SYSTEM_AUTO (-1)
 
 void chat_init(struct chat *c);
 void chat_free(struct chat *c);

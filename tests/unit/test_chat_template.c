@@ -67,6 +67,15 @@ TEST(chat_template)
     CHECK(chat_commit(&c, " \t\xE3\x80\x80<|system|>\nA  ", "b \n\xC2\xA0", &e) == 0);
     CHECK(chat_prompt(&c, &p, CHAT_MODE_TEXT, "x", NULL, 0, 512, &e) == 0);
     CHECK(strcmp(p.v, "<|system|>\nA  b<|user|>\nx<|assistant|>streaming_transcription\n") == 0);
+    /* a fixed system prompt, whatever the first turn's kind */
+    struct chat fixed;
+    chat_init(&fixed);
+    CHECK(fixed.system == CHAT_SYSTEM_AUTO);
+    fixed.system = CHAT_MODE_AUDIO;
+    CHECK(chat_prompt(&fixed, &p, CHAT_MODE_TEXT, "hi", NULL, 0, 512, &e) == 0);
+    CHECK(strncmp(p.v + strlen("<|system|>\n"), chat_system_audio, strlen(chat_system_audio)) == 0);
+    CHECK(strstr(p.v, "<|user|>\nhi<|assistant|>") != NULL);
+    chat_free(&fixed);
     bpe_text_free(&p);
     chat_free(&c);
     gguf_close(&g);

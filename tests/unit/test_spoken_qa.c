@@ -648,7 +648,7 @@ static void qa_check_errors(int port, const uint8_t *wav, size_t wav_n)
           "invalid_value" },
         { "/v1/spoken-qa", "application/json", "{\"text\": \"a\", \"format\": \"mp3\"}", AUTH, 400,
           "invalid_value" },
-        { "/v1/spoken-qa", "application/json", "{\"text\": \"a\", \"system_prompt\": \"audio\"}",
+        { "/v1/spoken-qa", "application/json", "{\"text\": \"a\", \"system_prompt\": \"spoken\"}",
           AUTH, 400, "invalid_value" },
         { "/v1/spoken-qa", "application/json", "{\"text\": \"a\", \"tmperature\": 1}", AUTH, 400,
           "invalid_value" },
