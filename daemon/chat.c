@@ -631,16 +631,29 @@ static void chat_start(struct chat_session *s, json_t *m, json_t *eid)
 
 static void chat_update(struct chat_session *s, json_t *m, json_t *eid)
 {
-    if (json_object_get(m, "sampling")) {
-        chat_error(s, "invalid_value", eid, 0, 0,
-                   "sampling is fixed at session.start (it cannot change in a session)");
-        return;
-    }
     int vad_on = s->server_vad;
     struct vad_config vc = s->vc;
-    if (chat_parse_td(s, json_object_get(m, "turn_detection"), &vad_on, &vc, eid))
+    pthread_mutex_lock(&s->mu);
+    struct sampler_params sp = s->sampling;
+    pthread_mutex_unlock(&s->mu);
+    json_t *js = json_object_get(m, "sampling");
+    if (chat_parse_sampling(s, js, &sp, eid) ||
+        chat_parse_td(s, json_object_get(m, "turn_detection"), &vad_on, &vc, eid))
         return;
     pthread_mutex_lock(&s->mu);
+    if (js) {
+        struct err e;
+        enum engine_status st = engine_set_sampling(s->es, &sp, &e);
+        if (st != ENGINE_OK) {
+            chat_error(s, st == ENGINE_ERR_STATE ? "busy" : "invalid_value", eid, 0, 0, "%s",
+                       st == ENGINE_ERR_STATE
+                           ? "sampling changes between turns: after this answer's turn.done"
+                           : e.msg);
+            pthread_mutex_unlock(&s->mu);
+            return;
+        }
+        s->sampling = sp;
+    }
     if (s->server_vad && !vad_on)
         vad_reset(s->vad);
     s->server_vad = vad_on;

@@ -100,6 +100,7 @@ struct engine_session {
     int64_t n_gen;
     int32_t next_id; /* the id the next decode step feeds */
     int64_t kv_bytes;
+    int max_new_cap; /* answer buffers were sized for this many ids (the opening max_new) */
     /* the last finished answer, for engine_heard: where its ids start in hist (KV mode), how
      * many were kept; valid from its TURN_DONE until the next commit */
     int64_t last_at, last_kept;
@@ -425,6 +426,7 @@ enum engine_status engine_open(struct engine *eng, const struct engine_session_o
     chat_init(&s->sentinel);
     s->chat.system = o->system_prompt;
     int max_new = o->sampling.max_new;
+    s->max_new_cap = max_new;
     struct sampler_params sp = o->sampling;
     sp.mask_from = eng->mask_from;
     s->gen = malloc((size_t)(max_new + 1) * sizeof *s->gen);
@@ -644,6 +646,35 @@ static int64_t ids_heard(const struct engine *eng, const int32_t *gen, int64_t n
     for (; i < n && a < *heard; i++)
         a += gen[i] >= audio_offset;
     return *heard > 0 ? i : 0;
+}
+
+enum engine_status engine_set_sampling(struct engine_session *s, const struct sampler_params *p,
+                                       struct err *e)
+{
+    struct engine *eng = s->eng;
+    enum engine_status st = ENGINE_OK;
+    pthread_mutex_lock(&eng->mu);
+    if (s->state != S_IDLE) {
+        st = ENGINE_ERR_STATE;
+        err_set(e, "engine: sampling changes between turns, not during an answer");
+    } else if (p->max_new < 1 || p->max_new > s->max_new_cap || !(p->temperature >= 0) ||
+               p->top_k < 0 || !(p->top_p > 0) || !(p->repetition_penalty > 0)) {
+        st = ENGINE_ERR_INVALID;
+        err_set(
+            e,
+            "engine: bad sampling (max_new %d of at most %d, temperature %g, top_k %d, top_p %g)",
+            p->max_new, s->max_new_cap, (double)p->temperature, p->top_k, (double)p->top_p);
+    } else {
+        uint64_t seed = s->smp.p.seed;
+        int32_t mask_from = (int32_t)s->smp.p.mask_from;
+        s->opt.sampling = *p;
+        s->smp.p = *p;
+        s->smp.p.mask_from = mask_from;
+        if (p->seed != seed)
+            sampler_reset(&s->smp, p->seed);
+    }
+    pthread_mutex_unlock(&eng->mu);
+    return st;
 }
 
 /* eng->mu held, the last answer finished (its ids at last_at in hist, last_kept of them

@@ -198,6 +198,12 @@ enum engine_status engine_commit(struct engine_session *s, struct err *e);
  * them). Harmless when no answer runs (ENGINE_ERR_STATE). */
 enum engine_status engine_cancel(struct engine_session *s, int64_t played, struct err *e);
 
+/* New sampling settings for the next turns (between turns: ENGINE_ERR_STATE during an answer).
+ * max_new may not exceed the value the session was opened with (its buffers); a new seed
+ * reseeds the session's generator. */
+enum engine_status engine_set_sampling(struct engine_session *s, const struct sampler_params *p,
+                                       struct err *e);
+
 /* Barge-in after the answer was generated, while the listener still plays it: the last
  * answer was heard up to `played` samples, so the conversation keeps only that much (the rule
  * of engine_cancel; *heard = the answer's audio tokens kept, may be NULL). Allowed from that

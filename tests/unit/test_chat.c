@@ -349,8 +349,15 @@ TEST(chat_typed_errors)
     REQUIRE(up >= 0);
     CHECK(up == n0); /* no error for the good packet */
     CHECK(strstr(io.json[up], "\"manual\"") != NULL);
-    tc_msg(s, "{\"type\":\"session.update\",\"sampling\":{\"seed\":3}}");
-    CHECK(tc_wait(&io, up, "\"invalid_value\"", 1) > up);
+    /* sampling changes between turns; not to more new tokens than the session opened with */
+    tc_msg(s, "{\"type\":\"session.update\",\"sampling\":{\"seed\":3,\"temperature\":0.5}}");
+    int up2 = tc_wait(&io, up + 1, "\"session.updated\"", 1);
+    REQUIRE(up2 > up);
+    CHECK(strstr(io.json[up2], "\"seed\":3") != NULL);
+    tc_msg(s, "{\"type\":\"session.update\",\"sampling\":{\"max_new_tokens\":2001}}");
+    int bad = tc_wait(&io, up2, "\"invalid_value\"", 1);
+    CHECK(bad > up2);
+    CHECK(bad < 0 || strstr(io.json[bad], "max_new") != NULL);
     opus_out_free(o);
     chat_session_too_big(s, 5000000);
     CHECK(tc_wait(&io, 0, "\"message_too_big\"", 1) >= 0);

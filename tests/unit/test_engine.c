@@ -423,6 +423,49 @@ TEST(engine_heard_trims_finished_answer)
     free(pcm);
 }
 
+/* Sampling changes between turns: refused during an answer and past the opening max_new;
+ * the same seed set again gives the same sampled answer. */
+TEST(engine_set_sampling_between_turns)
+{
+    if (!te_models())
+        return;
+    struct err e;
+    struct engine *eng = te_engine(1, 1);
+    REQUIRE(eng);
+    struct engine_session_options o;
+    te_opts(&o, 24);
+    struct engine_session *s;
+    REQUIRE(engine_open(eng, &o, &s, &e) == ENGINE_OK);
+    struct sampler_params p = o.sampling;
+    p.greedy = 0;
+    p.temperature = 1.0f;
+    p.seed = 11;
+    p.max_new = 25;
+    CHECK(engine_set_sampling(s, &p, &e) == ENGINE_ERR_INVALID); /* above the buffers */
+    p.max_new = 16;
+    CHECK(engine_set_sampling(s, &p, &e) == ENGINE_OK);
+    struct te_turn *a = calloc(1, sizeof *a), *b = calloc(1, sizeof *b);
+    CHECK(engine_push_text(s, "hello", &e) == ENGINE_OK);
+    CHECK(engine_commit(s, &e) == ENGINE_OK);
+    CHECK(engine_set_sampling(s, &p, &e) == ENGINE_ERR_STATE);
+    REQUIRE(te_drain(s, a) == 0);
+    CHECK(a->n_ids <= 16);
+    engine_close(s);
+    /* a fresh session given the same settings the same way samples the same answer */
+    REQUIRE(engine_open(eng, &o, &s, &e) == ENGINE_OK);
+    CHECK(engine_set_sampling(s, &p, &e) == ENGINE_OK);
+    CHECK(engine_push_text(s, "hello", &e) == ENGINE_OK);
+    CHECK(engine_commit(s, &e) == ENGINE_OK);
+    REQUIRE(te_drain(s, b) == 0);
+    CHECK(a->n_ids == b->n_ids && memcmp(a->ids, b->ids, (size_t)a->n_ids * 4) == 0);
+    engine_close(s);
+    engine_destroy(eng);
+    free(a->pcm);
+    free(b->pcm);
+    free(a);
+    free(b);
+}
+
 /* The same seed gives the same sampled answer (audio included). */
 TEST(engine_same_seed)
 {
