@@ -8,6 +8,8 @@
 #ifndef PARLEY_CMD_H
 #define PARLEY_CMD_H
 
+#include <stddef.h>
+
 #define CMD_EXIT_USAGE 2
 
 /* 1 when arg asks for help (--help or -h). */
@@ -18,6 +20,10 @@ struct bpe_ids;
  * it empties first; an empty or blank string gives no ids. -1 on anything else: a negative
  * or too large id, an empty element ("1,,2", "1,"), other characters, or no memory. */
 int cmd_parse_ids(const char *s, struct bpe_ids *out);
+
+/* The file of turn N's answer in a conversation written to `out`: out itself for turn 0,
+ * then OUT.1.wav, OUT.2.wav, ... (the number before the extension). */
+void cmd_turn_file(char *dst, size_t len, const char *out, int turn);
 
 int cmd_info(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);

@@ -42,17 +42,6 @@ static int ask_long(const char *s, long lo, long hi, long *out)
     return 0;
 }
 
-static void ask_out_name(char *dst, const char *out, int turn)
-{
-    if (turn == 0) {
-        snprintf(dst, ASK_PATH, "%s", out);
-        return;
-    }
-    const char *dot = strrchr(out, '.');
-    int stem = dot ? (int)(dot - out) : (int)strlen(out);
-    snprintf(dst, ASK_PATH, "%.*s.%d%s", stem, out, turn, dot ? dot : "");
-}
-
 /* One turn: input, commit, events until TURN_DONE. Returns 0, or 1 on a failure. */
 static int ask_turn(struct engine_session *s, const char *input, int is_text, const char *out,
                     int turn, int sample_rate)
@@ -126,7 +115,7 @@ static int ask_turn(struct engine_session *s, const char *input, int is_text, co
     }
     if (rc == 0 && out && n_pcm > 0) {
         char path[ASK_PATH];
-        ask_out_name(path, out, turn);
+        cmd_turn_file(path, sizeof path, out, turn);
         if (voicefile_write_wav(path, pcm, n_pcm, sample_rate, 0, &e) != 0) {
             fprintf(stderr, "parley: %s\n", e.msg);
             rc = 1;

@@ -164,17 +164,6 @@ static int talk_parse_url(struct talk_opts *o, const char *url)
     return 0;
 }
 
-static void talk_out_name(char *dst, const char *out, int turn)
-{
-    if (turn == 0) {
-        snprintf(dst, TALK_PATH, "%s", out);
-        return;
-    }
-    const char *dot = strrchr(out, '.');
-    int stem = dot ? (int)(dot - out) : (int)strlen(out);
-    snprintf(dst, TALK_PATH, "%.*s.%d%s", stem, out, turn, dot ? dot : "");
-}
-
 /* ---- questions ------------------------------------------------------------------------ */
 
 /* Channel 0 of a WAV at rate, plus silence_ms of silence; *n_speech samples of speech. */
@@ -553,7 +542,7 @@ static int talk_turn_write(const struct talk *t)
         return 0;
     char path[TALK_PATH];
     struct err e;
-    talk_out_name(path, t->o->out, t->turn);
+    cmd_turn_file(path, sizeof path, t->o->out, t->turn);
     int64_t n = t->cancel_sent && t->played_at_cancel < t->n_pcm ? t->played_at_cancel : t->n_pcm;
     if (voicefile_write_wav(path, t->pcm, n, t->o->out_rate, 0, &e) != 0) {
         fprintf(stderr, "parley: %s\n", e.msg);

@@ -67,6 +67,17 @@ int cmd_is_help(const char *arg)
     return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;
 }
 
+void cmd_turn_file(char *dst, size_t len, const char *out, int turn)
+{
+    if (turn == 0) {
+        snprintf(dst, len, "%s", out);
+        return;
+    }
+    const char *dot = strrchr(out, '.');
+    int stem = dot ? (int)(dot - out) : (int)strlen(out);
+    snprintf(dst, len, "%.*s.%d%s", stem, out, turn, dot ? dot : "");
+}
+
 int cmd_parse_ids(const char *s, struct bpe_ids *out)
 {
     out->n = 0;

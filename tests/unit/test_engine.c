@@ -270,54 +270,74 @@ static const char *te_texts[8] = {
     "hello", "what is the weather", "tell me a story", "1 2 3", "good morning", "why?", "ok", "sing"
 };
 
+/* Each text's turn on a session of its own, one after the other (together = 0), or all
+ * sessions committed at once so that they share decode steps (together = 1). */
+static void te_run_texts(struct engine *eng, const struct engine_session_options *o,
+                         const char *const *texts, int n, int together, struct te_turn *out)
+{
+    struct err e;
+    struct engine_session *ss[8];
+    REQUIRE(n <= 8);
+    for (int i = 0; i < n; i++) {
+        REQUIRE(engine_open(eng, o, &ss[i], &e) == ENGINE_OK);
+        CHECK(engine_push_text(ss[i], texts[i], &e) == ENGINE_OK);
+        if (!together) {
+            CHECK(engine_commit(ss[i], &e) == ENGINE_OK);
+            CHECK(te_drain(ss[i], &out[i]) == 0);
+            engine_close(ss[i]);
+        }
+    }
+    for (int i = 0; together && i < n; i++)
+        CHECK(engine_commit(ss[i], &e) == ENGINE_OK);
+    for (int i = 0; together && i < n; i++) {
+        CHECK(te_drain(ss[i], &out[i]) == 0);
+        engine_close(ss[i]);
+    }
+}
+
+/* The same ids (and, with pcm, the same audio bit for bit) in a and b. */
+static void te_same_turns(const struct te_turn *a, const struct te_turn *b, int n, int pcm)
+{
+    for (int i = 0; i < n; i++) {
+        CHECK(b[i].n_ids == a[i].n_ids);
+        CHECK(memcmp(b[i].ids, a[i].ids, (size_t)a[i].n_ids * 4) == 0);
+        if (!pcm)
+            continue;
+        CHECK(b[i].n_pcm == a[i].n_pcm);
+        if (b[i].n_pcm == a[i].n_pcm && a[i].n_pcm)
+            CHECK_ARRAY_NEAR(b[i].pcm, a[i].pcm, a[i].n_pcm, 0);
+    }
+}
+
+static void te_turns_free(struct te_turn *t, int n)
+{
+    for (int i = 0; i < n; i++)
+        free(t[i].pcm);
+    free(t);
+}
+
 /* Greedy output of a session is the same alone and batched with 7 others. */
 TEST(engine_batched_equals_alone)
 {
     if (!te_models())
         return;
-    struct err e;
     struct te_turn *alone = calloc(8, sizeof *alone), *both = calloc(8, sizeof *both);
     struct engine *eng = te_engine(2, 8);
     REQUIRE(eng);
     struct engine_session_options o;
     te_opts(&o, getenv("PARLEY_TEST_QUICK") ? 16 : 40);
     o.n_ctx = 256;
-    for (int i = 0; i < 8; i++) {
-        struct engine_session *s;
-        REQUIRE(engine_open(eng, &o, &s, &e) == ENGINE_OK);
-        CHECK(engine_push_text(s, te_texts[i], &e) == ENGINE_OK);
-        CHECK(engine_commit(s, &e) == ENGINE_OK);
-        CHECK(te_drain(s, &alone[i]) == 0);
-        engine_close(s);
-    }
-    struct engine_session *ss[8];
-    for (int i = 0; i < 8; i++) {
-        REQUIRE(engine_open(eng, &o, &ss[i], &e) == ENGINE_OK);
-        CHECK(engine_push_text(ss[i], te_texts[i], &e) == ENGINE_OK);
-    }
-    for (int i = 0; i < 8; i++)
-        CHECK(engine_commit(ss[i], &e) == ENGINE_OK);
-    for (int i = 0; i < 8; i++) {
-        CHECK(te_drain(ss[i], &both[i]) == 0);
-        CHECK(both[i].n_ids == alone[i].n_ids);
-        CHECK(memcmp(both[i].ids, alone[i].ids, (size_t)alone[i].n_ids * 4) == 0);
-        CHECK(both[i].n_pcm == alone[i].n_pcm);
-        if (both[i].n_pcm == alone[i].n_pcm && alone[i].n_pcm)
-            CHECK_ARRAY_NEAR(both[i].pcm, alone[i].pcm, alone[i].n_pcm, 0);
-        engine_close(ss[i]);
-    }
+    te_run_texts(eng, &o, te_texts, 8, 0, alone);
+    te_run_texts(eng, &o, te_texts, 8, 1, both);
+    te_same_turns(alone, both, 8, 1);
     struct engine_stats st;
     engine_get_stats(eng, &st);
     CHECK(st.max_batch_seen > 1);
     CHECK(st.n_sessions == 0 && st.kv_bytes == 0);
     CHECK(st.lm_pass_seconds == 0); /* idle: no pass in flight */
     engine_destroy(eng);
-    for (int i = 0; i < 8; i++) {
-        free(alone[i].pcm);
-        free(both[i].pcm);
-    }
-    free(alone);
-    free(both);
+    te_turns_free(alone, 8);
+    te_turns_free(both, 8);
 }
 
 /* A long prompt is prefilled one block per step beside the sessions already speaking: its
@@ -342,36 +362,15 @@ TEST(engine_prefill_in_blocks)
                  "sail across the water every morning before the sun comes up"
     };
     struct te_turn *alone = calloc(2, sizeof *alone), *both = calloc(2, sizeof *both);
-    for (int i = 0; i < 2; i++) {
-        struct engine_session *s;
-        REQUIRE(engine_open(eng, &o, &s, &e) == ENGINE_OK);
-        CHECK(engine_push_text(s, texts[i], &e) == ENGINE_OK);
-        CHECK(engine_commit(s, &e) == ENGINE_OK);
-        CHECK(te_drain(s, &alone[i]) == 0);
-        engine_close(s);
-    }
+    te_run_texts(eng, &o, texts, 2, 0, alone);
     CHECK(alone[1].t.n_prompt > 3 * c.prefill_rows);
     int64_t blocks = (alone[1].t.n_prompt + c.prefill_rows - 1) / c.prefill_rows;
     CHECK(alone[1].t.n_lm_steps == blocks + alone[1].n_ids - 1);
-    struct engine_session *ss[2];
-    for (int i = 0; i < 2; i++) {
-        REQUIRE(engine_open(eng, &o, &ss[i], &e) == ENGINE_OK);
-        CHECK(engine_push_text(ss[i], texts[i], &e) == ENGINE_OK);
-        CHECK(engine_commit(ss[i], &e) == ENGINE_OK);
-    }
-    for (int i = 0; i < 2; i++) {
-        CHECK(te_drain(ss[i], &both[i]) == 0);
-        CHECK(both[i].n_ids == alone[i].n_ids);
-        CHECK(memcmp(both[i].ids, alone[i].ids, (size_t)alone[i].n_ids * 4) == 0);
-        engine_close(ss[i]);
-    }
+    te_run_texts(eng, &o, texts, 2, 1, both);
+    te_same_turns(alone, both, 2, 0);
     engine_destroy(eng);
-    for (int i = 0; i < 2; i++) {
-        free(alone[i].pcm);
-        free(both[i].pcm);
-    }
-    free(alone);
-    free(both);
+    te_turns_free(alone, 2);
+    te_turns_free(both, 2);
 }
 
 /* Barge-in after the answer was generated (it still plays): engine_heard trims the history
