@@ -93,6 +93,8 @@ static const struct config_item config_items[] = {
       "server VAD: silence that ends a turn" },
     { "engine", "workers", CONFIG_INT, F(engine_workers), "1", 1, 256, 0,
       "threads for the speech tokenizer and decoder (the LM has its own)" },
+    { "engine", "voice_threads", CONFIG_INT, F(engine_voice_threads), "2", 1, 256, 0,
+      "threads each tokenizer/decoder worker computes with (the first audio waits for them)" },
     { "engine", "max_batch", CONFIG_INT, F(engine_max_batch), "16", 1, 256, 0,
       "sessions advanced together in one LM decode step" },
     { "engine", "prefill_rows", CONFIG_INT, F(engine_prefill_rows), "64", 1, 4096, 0,

@@ -69,6 +69,7 @@ struct config {
     int vad_silence_duration_ms;
     /* [engine] */
     int engine_workers;
+    int engine_voice_threads;
     int engine_max_batch;
     int engine_prefill_rows;
     char engine_kv_cache[16];

@@ -426,6 +426,7 @@ static int parleyd_engine_start(struct parleyd *d, struct err *e)
     struct engine_config ec;
     engine_config_default(&ec);
     ec.n_workers = d->cfg.engine_workers;
+    ec.voice_threads = d->cfg.engine_voice_threads;
     ec.max_sessions = d->cfg.limits_max_sessions;
     ec.max_kv_bytes = d->cfg.limits_max_kv_bytes;
     ec.prefill_rows = d->cfg.engine_prefill_rows;

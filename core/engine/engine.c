@@ -124,6 +124,10 @@ struct engine {
     pthread_t lm_thread;
     pthread_t *workers;
     int n_started;
+    /* voice_threads > 1: each worker's own pool [n_workers] (a session's tokenizer stream and
+     * decoder take the pool of the worker that runs them); NULL: one thread each */
+    struct pool **voice_pools;
+    int worker_seq; /* eng->mu: hands each worker its index */
     /* LM thread only */
     struct lm_runner runner;
     float *logits;                 /* [max_batch][V] */
@@ -180,6 +184,7 @@ void engine_config_default(struct engine_config *c)
     c->max_kv_bytes = 0;
     c->max_batch = 16;
     c->prefill_rows = 256;
+    c->voice_threads = 1;
 }
 
 void engine_session_options_default(struct engine_session_options *o)
@@ -375,6 +380,13 @@ static void session_free_parts(struct engine_session *s)
 }
 
 /* Caller thread. */
+/* A pool of the voice workers' size, for sizing a session's per-thread scratch at open; NULL
+ * when the workers run one thread. */
+static struct pool *voice_pool_any(const struct engine *eng)
+{
+    return eng->voice_pools ? eng->voice_pools[0] : NULL;
+}
+
 enum engine_status engine_open(struct engine *eng, const struct engine_session_options *o,
                                struct engine_session **out, struct err *e)
 {
@@ -439,15 +451,15 @@ enum engine_status engine_open(struct engine *eng, const struct engine_session_o
         sampler_init(&s->smp, &sp, lm->hp.n_vocab, e) != 0)
         goto fail;
     if (eng->m.stok) {
-        if (stok_stream_init(&s->stok, eng->m.stok, NULL, o->in_rate, o->max_user_seconds + 1, 1,
-                             e) != 0)
+        if (stok_stream_init(&s->stok, eng->m.stok, voice_pool_any(eng), o->in_rate,
+                             o->max_user_seconds + 1, 1, e) != 0)
             goto fail;
         s->have_stok = 1;
     }
     if (eng->m.flow) {
         struct t2w_config vc = o->voice;
         vc.max_tokens = max_new;
-        if (t2w_init(&s->t2w, eng->m.flow, eng->m.hift, &vc, NULL, e) != 0)
+        if (t2w_init(&s->t2w, eng->m.flow, eng->m.hift, &vc, voice_pool_any(eng), e) != 0)
             goto fail;
         s->have_t2w = 1;
     }
@@ -1308,6 +1320,8 @@ static void *worker_main(void *arg)
     struct engine *eng = arg;
     struct err e;
     pthread_mutex_lock(&eng->mu);
+    int w = eng->worker_seq++;
+    struct pool *pool = eng->voice_pools ? eng->voice_pools[w] : NULL;
     while (!eng->stop) {
         double now = now_s(), best_dl = 0;
         struct engine_session *best = NULL;
@@ -1326,6 +1340,11 @@ static void *worker_main(void *arg)
             continue;
         }
         struct engine_session *s = best;
+        /* the session's streams run on this worker's threads (sized alike at open) */
+        if (s->have_stok)
+            s->stok.pool = pool;
+        if (s->have_t2w)
+            s->t2w.pool = pool;
         switch (best_job) {
         case JOB_STOK: {
             float *pcm = s->in_pcm;
@@ -1358,12 +1377,35 @@ static void *worker_main(void *arg)
 
 /* ---- create / destroy -------------------------------------------------------------------- */
 
+static void voice_pools_free(struct engine *eng)
+{
+    for (int i = 0; eng->voice_pools && i < eng->cfg.n_workers; i++)
+        pool_free(eng->voice_pools[i]);
+    free(eng->voice_pools);
+    eng->voice_pools = NULL;
+}
+
+/* -1 when out of memory (the threads did not start). */
+static int voice_pools_create(struct engine *eng)
+{
+    if (eng->cfg.voice_threads <= 1)
+        return 0;
+    eng->voice_pools = calloc((size_t)eng->cfg.n_workers, sizeof *eng->voice_pools);
+    if (!eng->voice_pools)
+        return -1;
+    for (int i = 0; i < eng->cfg.n_workers; i++)
+        if (!(eng->voice_pools[i] = pool_create(eng->cfg.voice_threads)))
+            return -1;
+    return 0;
+}
+
 int engine_create(struct engine **out, const struct engine_models *m,
                   const struct engine_config *cfg, struct err *e)
 {
     *out = NULL;
     if (!m->lm || !m->bpe || (!m->flow) != (!m->hift) || cfg->n_workers < 1 ||
-        cfg->n_workers > 64 || cfg->max_sessions < 1 || cfg->max_batch < 1 || cfg->prefill_rows < 1)
+        cfg->n_workers > 64 || cfg->max_sessions < 1 || cfg->max_batch < 1 ||
+        cfg->prefill_rows < 1 || cfg->voice_threads < 1 || cfg->voice_threads > 256)
         return err_set(e, "engine: bad configuration (models or counts)");
     struct engine *eng = calloc(1, sizeof *eng);
     if (!eng)
@@ -1389,7 +1431,7 @@ int engine_create(struct engine **out, const struct engine_models *m,
     eng->picked = calloc((size_t)B, sizeof *eng->picked);
     eng->workers = calloc((size_t)cfg->n_workers, sizeof *eng->workers);
     if (!eng->logits || !eng->batch || !eng->caches || !eng->ids || !eng->ones || !eng->picked ||
-        !eng->workers) {
+        !eng->workers || voice_pools_create(eng)) {
         err_set(e, "engine: out of memory");
         goto fail;
     }
@@ -1415,6 +1457,7 @@ int engine_create(struct engine **out, const struct engine_models *m,
     *out = eng;
     return 0;
 fail:
+    voice_pools_free(eng);
     free(eng->logits);
     free(eng->batch);
     free(eng->caches);
@@ -1445,6 +1488,7 @@ void engine_destroy(struct engine *eng)
     pthread_join(eng->lm_thread, NULL);
     for (int i = 0; i < eng->n_started; i++)
         pthread_join(eng->workers[i], NULL);
+    voice_pools_free(eng);
     lm_runner_free(&eng->runner);
     pthread_mutex_destroy(&eng->mu);
     pthread_cond_destroy(&eng->work_cv);

@@ -151,6 +151,7 @@ struct engine_config {
     int64_t max_kv_bytes; /* the sum of all sessions' KV caches; 0: no limit */
     int max_batch;        /* sessions in one decode step (<= max_sessions) */
     int prefill_rows;     /* rows of one prefill block */
+    int voice_threads;    /* threads of each voice worker's tokenizer and decoder calls (>= 1) */
 };
 void engine_config_default(struct engine_config *c);
 

@@ -66,7 +66,7 @@ static int64_t be_turns(struct engine *eng, int n_sess, int max_new, int audio, 
 }
 
 /* The first-audio latency of one 2 s spoken turn, by stage. */
-static void be_first_audio(struct engine *eng, int quick)
+static void be_first_audio(struct engine *eng, int voice_threads, int quick)
 {
     struct engine_timings t;
     memset(&t, 0, sizeof t);
@@ -85,21 +85,28 @@ static void be_first_audio(struct engine *eng, int quick)
         printf("  first audio: the answer had no audio (no block of audio ids)\n");
         return;
     }
-    printf("  first audio of a 2 s spoken turn, seconds from commit (best of %d):\n",
-           quick ? 1 : 3);
+    printf("  first audio of a 2 s spoken turn, seconds from commit (best of %d; voice worker on "
+           "%d thread%s):\n",
+           quick ? 1 : 3, voice_threads, voice_threads > 1 ? "s" : "");
     printf("    %-30s %8.4f\n", "speech tokens done", t.tokenize);
     printf("    %-30s %8.4f .. %.4f (%lld ids)\n", "prefill", t.prefill_start, t.prefill_end,
            (long long)t.n_prompt);
     printf("    %-30s %8.4f\n", "first id", t.first_token);
     printf("    %-30s %8.4f\n", "first block of audio ids", t.first_block);
     printf("    %-30s %8.4f\n", "first PCM", t.first_pcm);
-    figure_emit("engine_first_audio_s", t.first_pcm, "s", 0);
-    figure_emit("engine_first_audio_tokenize_s", t.tokenize, "s", 0);
-    figure_emit("engine_first_audio_prefill_s", t.prefill_end - t.prefill_start, "s", 0);
-    figure_emit("engine_first_audio_decode_s", t.first_block - t.prefill_end, "s", 0);
-    figure_emit("engine_first_audio_voice_s", t.first_pcm - t.first_block, "s", 0);
-    figure_emit("engine_first_audio_outside_pct",
-                100.0 * (t.first_pcm - t.compute_first_pcm) / t.first_pcm, "%", 0);
+    static const char *const stages[6] = { "s",        "tokenize_s", "prefill_s",
+                                           "decode_s", "voice_s",    "outside_pct" };
+    const double v[6] = { t.first_pcm,
+                          t.tokenize,
+                          t.prefill_end - t.prefill_start,
+                          t.first_block - t.prefill_end,
+                          t.first_pcm - t.first_block,
+                          100.0 * (t.first_pcm - t.compute_first_pcm) / t.first_pcm };
+    for (int i = 0; i < 6; i++) {
+        char name[80];
+        snprintf(name, sizeof name, "engine_first_audio_vt%d_%s", voice_threads, stages[i]);
+        figure_emit(name, v[i], i == 5 ? "%" : "s", 0);
+    }
     printf("    (model compute on the way: %.4f s; target outside < 5 %%)\n", t.compute_first_pcm);
 }
 
@@ -153,11 +160,20 @@ void bench_engine_run(int quick)
     cfg.max_sessions = 16;
     cfg.max_batch = 16;
     struct engine *eng;
+    /* the first audio with the voice worker on 1 and on 2 threads (beside the LM's 2) */
+    cfg.voice_threads = 2;
     if (engine_create(&eng, &m, &cfg, &e) != 0) {
         printf("  engine: %s\n", e.msg);
         goto done;
     }
-    be_first_audio(eng, quick);
+    be_first_audio(eng, 2, quick);
+    engine_destroy(eng);
+    cfg.voice_threads = 1;
+    if (engine_create(&eng, &m, &cfg, &e) != 0) {
+        printf("  engine: %s\n", e.msg);
+        goto done;
+    }
+    be_first_audio(eng, 1, quick);
     /* aggregate decode throughput */
     int sizes[3] = { 1, 4, 16 };
     for (int k = 0; k < 3; k++) {

@@ -340,6 +340,42 @@ TEST(engine_batched_equals_alone)
     te_turns_free(both, 8);
 }
 
+/* Voice workers with a pool of their own (voice_threads): the same ids, and the same audio
+ * to float rounding (the decoder's two-thread split adds in another order), as one thread. */
+TEST(engine_voice_threads)
+{
+    if (!te_models())
+        return;
+    struct err e;
+    struct engine_config c;
+    engine_config_default(&c);
+    c.n_workers = 2;
+    c.voice_threads = 2;
+    c.max_sessions = c.max_batch = 4;
+    struct engine *threaded = NULL, *single = te_engine(1, 4);
+    REQUIRE(single);
+    REQUIRE(engine_create(&threaded, &te_files.m, &c, &e) == 0);
+    c.voice_threads = 0;
+    struct engine *bad = NULL;
+    CHECK(engine_create(&bad, &te_files.m, &c, &e) == -1);
+    struct engine_session_options o;
+    te_opts(&o, getenv("PARLEY_TEST_QUICK") ? 16 : 40);
+    o.n_ctx = 256;
+    struct te_turn *a = calloc(4, sizeof *a), *b = calloc(4, sizeof *b);
+    te_run_texts(single, &o, te_texts, 4, 0, a);
+    te_run_texts(threaded, &o, te_texts, 4, 1, b);
+    te_same_turns(a, b, 4, 0);
+    for (int i = 0; i < 4; i++) {
+        CHECK(a[i].n_pcm == b[i].n_pcm);
+        if (a[i].n_pcm == b[i].n_pcm && a[i].n_pcm)
+            CHECK_ARRAY_NEAR(b[i].pcm, a[i].pcm, a[i].n_pcm, 1e-3);
+    }
+    engine_destroy(threaded);
+    engine_destroy(single);
+    te_turns_free(a, 4);
+    te_turns_free(b, 4);
+}
+
 /* A long prompt is prefilled one block per step beside the sessions already speaking: its
  * LM passes are its blocks plus its decode steps, and neither its output nor theirs changes. */
 TEST(engine_prefill_in_blocks)
