@@ -52,6 +52,8 @@
 
 enum sess_state { S_IDLE, S_TOKENIZE, S_PREFILL, S_GEN, S_FINISH };
 
+#define AQ_TEXT (-1)
+
 struct engine_session {
     struct engine *eng;
     struct engine_session_options opt;
@@ -69,7 +71,8 @@ struct engine_session {
     int64_t n_in, cap_in, n_in_turn;
     struct bpe_text in_text; /* text pushed for this turn */
     int turn_audio, turn_text;
-    int32_t *aq; /* [max_new] speech codes from the LM for the voice worker */
+    int32_t *aq; /* [max_new] speech codes from the LM for the voice worker (AQ_TEXT: a text id,
+                  * in the reference decoder mode) */
     int64_t aq_in, aq_out;
     enum engine_done_reason reason;
     int by_user;
@@ -840,6 +843,11 @@ static void lm_take(struct engine *eng, struct engine_session *s, int32_t id)
         s->dtext.n = 0;
         if (bpe_stream_push(eng->m.bpe, &s->bs, &s->dtext, id, NULL) == 0)
             ev_text(s, s->dtext.v, s->dtext.n);
+        if (s->have_t2w && s->opt.voice.mode == T2W_MODE_REFERENCE) {
+            /* the official client also dispatches a block on a text id: a marker for t2w */
+            s->aq[s->aq_in++] = AQ_TEXT;
+            pthread_cond_broadcast(&eng->work_cv);
+        }
     }
     if (s->n_gen >= s->opt.sampling.max_new)
         lm_finish(eng, s, ENGINE_DONE_LENGTH, 0);
@@ -1281,7 +1289,8 @@ static void voice_step(struct engine *eng, struct engine_session *s)
     int rc = 0;
     int64_t i = from;
     while (i < to && rc == 0) {
-        rc = t2w_push_audio(&s->t2w, s->aq[i++], &e);
+        int32_t code = s->aq[i++];
+        rc = code == AQ_TEXT ? t2w_push_text(&s->t2w, &e) : t2w_push_audio(&s->t2w, code, &e);
         if (rc == 0 && s->t2w.n_out > 0)
             break;
     }
