@@ -114,8 +114,8 @@ struct parleyd {
     struct http_server *http;
     struct chat_server *ws; /* the WebSocket protocol (daemon/chat) */
 
-    struct metric *m_ready, *m_draining, *m_sessions_max, *m_reloads_ok,
-        *m_reloads_failed, *m_http[5];
+    struct metric *m_ready, *m_draining, *m_sessions_max, *m_reloads_ok, *m_reloads_failed,
+        *m_http[5];
 };
 
 static double now_s(void)
@@ -430,8 +430,8 @@ static int parleyd_engine_start(struct parleyd *d, struct err *e)
     ec.max_sessions = d->cfg.limits_max_sessions;
     ec.max_kv_bytes = d->cfg.limits_max_kv_bytes;
     ec.prefill_rows = d->cfg.engine_prefill_rows;
-    ec.max_batch = d->cfg.engine_max_batch < ec.max_sessions ? d->cfg.engine_max_batch
-                                                             : ec.max_sessions;
+    ec.max_batch =
+        d->cfg.engine_max_batch < ec.max_sessions ? d->cfg.engine_max_batch : ec.max_sessions;
     if (engine_create(&d->eng, &d->models, &ec, e))
         return -1;
     if (service_init(&d->svc, d->eng, &d->models, &d->cfg, PARLEYD_VERSION))
@@ -459,9 +459,8 @@ static int parleyd_warmup(struct parleyd *d, struct err *e)
         pcm[i] = ((float)(r >> 8) / (float)(1u << 24) - 0.5f) * 0.01f;
     }
     double t0 = now_s();
-    int rc = engine_push_audio(s, pcm, N, e) == ENGINE_OK && engine_commit(s, e) == ENGINE_OK
-                 ? 0
-                 : -1;
+    int rc =
+        engine_push_audio(s, pcm, N, e) == ENGINE_OK && engine_commit(s, e) == ENGINE_OK ? 0 : -1;
     struct engine_event ev;
     int done = 0;
     while (rc == 0 && !done && !sig_stop && engine_next_event(s, &ev, 1.0) >= 0) {
@@ -669,7 +668,7 @@ int main(int argc, char **argv)
         .ws_port = d.cfg.ws_port,
         .web_root = web_root,
     };
-    struct http_hooks hooks = { &d,        hook_ready,     hook_metrics, hook_models,
+    struct http_hooks hooks = { &d,        hook_ready,      hook_metrics, hook_models,
                                 hook_done, spoken_qa_serve, &d.svc };
     d.http = http_start(&hs, &policy, &hooks, &e);
     if (!d.http) {
@@ -687,8 +686,8 @@ int main(int argc, char **argv)
         return 1;
     }
     int ws6 = strchr(d.cfg.ws_address, ':') != NULL;
-    log_info("websocket: ws://%s%s%s:%d%s (protocol parley.v1)", ws6 ? "[" : "",
-             d.cfg.ws_address, ws6 ? "]" : "", chat_server_port(d.ws), d.cfg.ws_path);
+    log_info("websocket: ws://%s%s%s:%d%s (protocol parley.v1)", ws6 ? "[" : "", d.cfg.ws_address,
+             ws6 ? "]" : "", chat_server_port(d.ws), d.cfg.ws_path);
     atomic_store(&d.ready, 1);
     metrics_set(d.m_ready, 1);
     int v6 = strchr(d.cfg.http_address, ':') != NULL;
