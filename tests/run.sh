@@ -82,5 +82,14 @@ for target in build/san/fuzz-replay/*_fuzz; do
     fi
 done
 
+# every C file in the tree's style (.clang-format)
+if make -s format-check >build/format-check.log 2>&1; then
+    passed=$((passed + 1))
+else
+    cat build/format-check.log
+    echo "FAIL format-check"
+    failed=$((failed + 1))
+fi
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
