@@ -73,6 +73,12 @@ struct backend_ops {
      * the other rows (decode steps), otherwise many rows may take a faster form (prefill) */
     void (*linear_bf16)(struct backend *be, float *y, const float *x, const struct tensor *w,
                         const struct tensor *b, int64_t n, int row_exact);
+    /* the same for q8_0 W with x quantized per block of 32 as q8_0 activations are
+     * (kernels/gemm_q8.h: d = max|x| / 127, q = round half to even of x / d), exact integer
+     * block dot products combined in one fixed order: each row's bits are independent of n,
+     * of the other rows and of the thread count (prefill and decode alike) */
+    void (*linear_q8)(struct backend *be, float *y, const float *x, const struct tensor *w,
+                      const struct tensor *b, int64_t n);
     /* y[n][m] = alpha · a[n][k] · (b[m][k]ᵀ or b[k][m]) + beta · y, leading dimensions given */
     void (*matmul)(struct backend *be, float *y, int64_t ldy, const float *a, int64_t lda,
                    const float *b, int64_t ldb, int64_t n, int64_t m, int64_t k, int b_trans,

@@ -10,6 +10,7 @@
 
 #include "kernels/act.h"
 #include "kernels/gemm_bf16.h"
+#include "kernels/gemm_q8.h"
 #include "kernels/gemv.h"
 #include "kernels/matmul.h"
 #include "kernels/norm.h"
@@ -121,6 +122,15 @@ static void cpu_linear_bf16(struct backend *be, float *y, const float *x, const 
     void *s = scratch(be, gemm_bf16_scratch_bytes(pool_threads(c->pool), w->ne[0]));
     gemm_bf16_rounded(c->pool, y, x, tensor_row(w, 0), (size_t)w->nb[1], f32_of(b), n,
                       tensor_nrows(w), w->ne[0], row_exact, s);
+}
+
+static void cpu_linear_q8(struct backend *be, float *y, const float *x, const struct tensor *w,
+                          const struct tensor *b, int64_t n)
+{
+    struct cpu *c = cpu_of(be);
+    void *s = scratch(be, gemm_q8_scratch_bytes(pool_threads(c->pool), w->ne[0]));
+    gemm_q8_forward(c->pool, y, x, tensor_row(w, 0), (size_t)w->nb[1], f32_of(b), n,
+                    tensor_nrows(w), w->ne[0], s);
 }
 
 static void cpu_matmul(struct backend *be, float *y, int64_t ldy, const float *a, int64_t lda,
@@ -322,6 +332,7 @@ static const struct backend_ops cpu_ops = {
     .weight = cpu_weight,
     .linear = cpu_linear,
     .linear_bf16 = cpu_linear_bf16,
+    .linear_q8 = cpu_linear_q8,
     .matmul = cpu_matmul,
     .add = cpu_add,
     .mul = cpu_mul,

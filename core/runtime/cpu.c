@@ -32,11 +32,12 @@ enum cpu_level cpu_detect(void)
     int avx2 = (b >> 5) & 1;
     int avx512 = ((b >> 16) & 1) /* F */ && ((b >> 17) & 1) /* DQ */ && ((b >> 30) & 1) /* BW */
                  && ((b >> 31) & 1) /* VL */;
+    int vnni = (c >> 11) & 1; /* AVX512_VNNI (every AVX-512 BF16 CPU has it) */
     if (!avx2)
         return CPU_LEVEL_GENERIC;
     __cpuid_count(7, 1, a, b, c, d);
     int bf16 = (a >> 5) & 1;
-    if (avx512 && bf16 && (xcr0 & 0xe6) == 0xe6) /* opmask + ZMM state saved too */
+    if (avx512 && bf16 && vnni && (xcr0 & 0xe6) == 0xe6) /* opmask + ZMM state saved too */
         return CPU_LEVEL_AVX512;
     return CPU_LEVEL_AVX2;
 }

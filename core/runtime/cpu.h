@@ -11,7 +11,7 @@
 enum cpu_level {
     CPU_LEVEL_GENERIC = 0, /* portable C */
     CPU_LEVEL_AVX2 = 1,    /* AVX2 + FMA + F16C */
-    CPU_LEVEL_AVX512 = 2,  /* AVX-512 F/BW/DQ/VL + BF16, plus the AVX2 set */
+    CPU_LEVEL_AVX512 = 2,  /* AVX-512 F/BW/DQ/VL + BF16 + VNNI, plus AVX2 */
 };
 
 /* The level in use: the best the processor supports, lowered by the environment variable

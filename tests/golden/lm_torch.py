@@ -338,7 +338,8 @@ def main():
         for typ in TYPES:
             wt = rounded(w, typ)
             with torch.no_grad():
-                logits, gen = lm_ref.greedy(wt, cfg, ids, N_GREEDY, round_bf16=typ == "bf16")
+                logits, gen = lm_ref.greedy(wt, cfg, ids, N_GREEDY, round_bf16=typ == "bf16",
+                                              quant_q8=typ == "q8_0")
             g.add("lm.%s.%s.greedy" % (name, typ), gen, gguf.INT32)
             g.add_tensor("%s.%s.logits" % (name, typ), logits.numpy())
     # a second turn with history (§5.2/5.3): prev_input + prev_completion, stripped

@@ -182,10 +182,18 @@ TEST(lm_golden_f16)
     golden_turn("f16", "audio", 1e-4);
 }
 
+/* q8_0 weights with q8_0 activations: the input of every linear layer is quantized per block
+ * of 32 (lm_ref.q8_round models it, ties to even, products exact in f64). A last-bit f32
+ * difference before a quantization can move a value by one step (max|x| / 127 of its block),
+ * so two correct implementations drift apart by far more than f32 rounding: the reference
+ * against itself in f64 instead of f32 differs by 1.07e-2 (text) and 1.16e-2 (audio), its
+ * cached against uncached decode by 5.6e-3 (text; measured); parley against it 1.03e-2 and
+ * 1.09e-2. The greedy ids agree, though the reference's top-two margin falls to 0.12 % (text,
+ * step 2) and 0.08 % (audio, step 17) of the largest logit. */
 TEST(lm_golden_q8_0)
 {
-    golden_turn("q8_0", "text", 1e-4);
-    golden_turn("q8_0", "audio", 1e-4);
+    golden_turn("q8_0", "text", 2e-2);
+    golden_turn("q8_0", "audio", 2e-2);
 }
 
 /* bf16 weights run with bf16 activations as the reference does: RMSNorm outputs and the input
@@ -325,11 +333,14 @@ static void batched_bit_identical(const char *type, int S)
     fixture_close(&x);
 }
 
-/* q8_0: the GEMV in two groups of rows (11 > GEMV_MAX_ROWS); bf16: the bf16 kernel's tiles
- * (16 rows) against its one-row walk. */
+/* q8_0: the integer kernel with 16 rows (four 4-row tiles) and 11 (two tiles and three single
+ * rows) against one row; f16: the GEMV in two groups of rows (11 > GEMV_MAX_ROWS); bf16: the
+ * bf16 kernel's tiles (16 rows) against its one-row walk. */
 TEST(lm_batched_bit_identical)
 {
+    batched_bit_identical("q8_0", 16);
     batched_bit_identical("q8_0", 11);
+    batched_bit_identical("f16", 11);
     batched_bit_identical("bf16", 16);
     batched_bit_identical("bf16", 3);
 }
