@@ -157,9 +157,7 @@ static void run_quantize(void *arg, int64_t begin, int64_t end)
         const float *x = j->x + r * j->k;
         if (j->level == CPU_LEVEL_AVX512)
             gemm_q8_avx512_quantize(xq, xd, x, j->k, j->groups);
-        else if (j->level == CPU_LEVEL_AVX2)
-            gemm_q8_avx2_quantize(xq, xd, x, j->k, j->groups);
-        else
+        else /* AVX2 reads the portable layout */
             generic_quantize(xq, xd, x, j->k, j->groups);
     }
 }

@@ -73,7 +73,6 @@ size_t gemm_q8_thread_bytes(int64_t groups);
 
 /* Quantizes x[k] into one row of xq / xd in the kernel's layout. */
 void gemm_q8_avx512_quantize(uint8_t *xq, float *xd, const float *x, int64_t k, int64_t groups);
-void gemm_q8_avx2_quantize(uint8_t *xq, float *xd, const float *x, int64_t k, int64_t groups);
 /* Outputs [m0, m1) of all n rows; scratch: gemm_q8_thread_bytes, 64-byte aligned. */
 void gemm_q8_avx512_cols(const struct gemm_q8_args *a, int64_t m0, int64_t m1, void *scratch);
 void gemm_q8_avx2_cols(const struct gemm_q8_args *a, int64_t m0, int64_t m1, void *scratch);

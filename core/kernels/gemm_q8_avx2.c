@@ -13,16 +13,6 @@
 #define GROUP_SZ (GEMM_Q8_GROUP * QK)
 #define LANES    GEMM_Q8_GROUP
 
-void gemm_q8_avx2_quantize(uint8_t *xq, float *xd, const float *x, int64_t k, int64_t groups)
-{
-    int64_t nb = k / QK, nbp = groups * GEMM_Q8_GROUP;
-    for (int64_t b = 0; b < nb; b++)
-        gemm_q8_quantize_block((int8_t *)xq + b * QK, &xd[b], x + b * QK);
-    memset(xq + nb * QK, 0, (size_t)(nbp - nb) * QK);
-    for (int64_t b = nb; b < nbp; b++)
-        xd[b] = 0.0f;
-}
-
 /* sum_i x[i] * w[i] over one block, exact. */
 static int32_t block_dot(const int8_t *x, const int8_t *w)
 {
