@@ -1394,6 +1394,20 @@ static void voice_pools_free(struct engine *eng)
     eng->voice_pools = NULL;
 }
 
+/* Frees what engine_create allocated besides the runner and the sync objects, then eng. */
+static void engine_free_memory(struct engine *eng)
+{
+    voice_pools_free(eng);
+    free(eng->logits);
+    free(eng->batch);
+    free(eng->caches);
+    free(eng->ids);
+    free(eng->ones);
+    free(eng->picked);
+    free(eng->workers);
+    free(eng);
+}
+
 /* -1 when out of memory (the threads did not start). */
 static int voice_pools_create(struct engine *eng)
 {
@@ -1466,15 +1480,7 @@ int engine_create(struct engine **out, const struct engine_models *m,
     *out = eng;
     return 0;
 fail:
-    voice_pools_free(eng);
-    free(eng->logits);
-    free(eng->batch);
-    free(eng->caches);
-    free(eng->ids);
-    free(eng->ones);
-    free(eng->picked);
-    free(eng->workers);
-    free(eng);
+    engine_free_memory(eng);
     return -1;
 }
 
@@ -1497,16 +1503,8 @@ void engine_destroy(struct engine *eng)
     pthread_join(eng->lm_thread, NULL);
     for (int i = 0; i < eng->n_started; i++)
         pthread_join(eng->workers[i], NULL);
-    voice_pools_free(eng);
     lm_runner_free(&eng->runner);
     pthread_mutex_destroy(&eng->mu);
     pthread_cond_destroy(&eng->work_cv);
-    free(eng->logits);
-    free(eng->batch);
-    free(eng->caches);
-    free(eng->ids);
-    free(eng->ones);
-    free(eng->picked);
-    free(eng->workers);
-    free(eng);
+    engine_free_memory(eng);
 }

@@ -173,21 +173,22 @@ static void forward(struct pool *pool, float *y, const float *x, const uint16_t 
         return;
     int avx512 = cpu_level() == CPU_LEVEL_AVX512;
     int64_t kpad = kpad_of(k);
+    /* all rows, x read as it is; the chunk loop below narrows it to converted rows */
+    struct gemm_bf16_args all = { .y = y,
+                                  .ldy = m,
+                                  .x = x,
+                                  .kpad = kpad,
+                                  .w = (const uint8_t *)w,
+                                  .w_stride = w_stride,
+                                  .bias = bias,
+                                  .n = n,
+                                  .k = k,
+                                  .round = round };
     void *owned = NULL;
     if (!scratch)
         owned = scratch = malloc(gemm_bf16_scratch_bytes(pool_threads(pool), k));
     if (!scratch) { /* no memory: the portable kernel rounds x as it goes */
-        struct gemm_bf16_args a = { .y = y,
-                                    .ldy = m,
-                                    .x = x,
-                                    .kpad = kpad,
-                                    .w = (const uint8_t *)w,
-                                    .w_stride = w_stride,
-                                    .bias = bias,
-                                    .n = n,
-                                    .k = k,
-                                    .round = round };
-        generic_cols(&a, 0, m);
+        generic_cols(&all, 0, m);
         return;
     }
     int threads = pool_threads(pool);
@@ -217,18 +218,13 @@ static void forward(struct pool *pool, float *y, const float *x, const uint16_t 
                                 .avx512 = avx512,
                                 .round = round };
         pool_for(pool, rows, 16, run_round, &rj);
-        j.args = (struct gemm_bf16_args){ .y = y + n0 * m,
-                                          .ldy = m,
-                                          .xb = xb,
-                                          .xl = xl,
-                                          .lo_rows = lo_rows,
-                                          .kpad = kpad,
-                                          .w = (const uint8_t *)w,
-                                          .w_stride = w_stride,
-                                          .bias = bias,
-                                          .n = rows,
-                                          .k = k,
-                                          .round = round };
+        j.args = all;
+        j.args.y = y + n0 * m;
+        j.args.x = NULL;
+        j.args.xb = xb;
+        j.args.xl = xl;
+        j.args.lo_rows = lo_rows;
+        j.args.n = rows;
         pool_for(pool, threads, 1, run_cols, &j);
     }
     free(owned);

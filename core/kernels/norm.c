@@ -9,6 +9,7 @@
  * level.
  */
 #include "kernels/norm.h"
+#include "runtime/dtype.h"
 
 #include <assert.h>
 #include <math.h>
@@ -82,17 +83,6 @@ static float sum_sq(const float *x, int64_t n, float c)
     return lanes_sum(a0, a1, a2, a3);
 }
 
-/* Nearest bf16 value (ties to even) as a float; NaN stays NaN. */
-static inline float round_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) <= 0x7f800000u)
-        u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 static int64_t row_grain(int64_t dim)
 {
     return dim >= NORM_GRAIN ? 1 : NORM_GRAIN / (dim > 0 ? dim : 1);
@@ -116,7 +106,7 @@ static void run_rms(void *arg, int64_t begin, int64_t end)
         float inv = 1.0f / sqrtf(sum_sq(x, d, 0.0f) / (float)d + j->eps);
         if (j->round_bf16)
             for (int64_t i = 0; i < d; i++)
-                y[i] = round_bf16(j->w[i] * (x[i] * inv));
+                y[i] = dtype_round_bf16(j->w[i] * (x[i] * inv));
         else
             for (int64_t i = 0; i < d; i++)
                 y[i] = j->w[i] * (x[i] * inv);

@@ -5,6 +5,7 @@
  * Shape letters as in rope.h: N rows, H heads of D values, R rotated dims.
  */
 #include "kernels/rope.h"
+#include "runtime/dtype.h"
 
 #include <assert.h>
 #include <math.h>
@@ -12,16 +13,6 @@
 #include <string.h>
 
 #define ROPE_GRAIN_PAIRS 8192 /* rotated pairs per unit of the thread split */
-
-static float round_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) <= 0x7f800000u)
-        u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-    memcpy(&f, &u, 4);
-    return f;
-}
 
 /* cos/sin of p·θ with the reference's roundings: the angle is an f32 product, cos and sin
  * are f32 values, optionally rounded to bf16. */
@@ -31,8 +22,8 @@ static void angle_cos_sin(const struct rope_table *t, int64_t p, int i, float *c
     *c = cosf(a);
     *s = sinf(a);
     if (t->round_bf16) {
-        *c = round_bf16(*c);
-        *s = round_bf16(*s);
+        *c = dtype_round_bf16(*c);
+        *s = dtype_round_bf16(*s);
     }
 }
 

@@ -28,16 +28,6 @@ static int get_i32(const struct gguf_file *f, const char *key, int64_t lo, int64
     return 0;
 }
 
-static int get_int_field(const struct gguf_file *f, const char *key, int64_t lo, int64_t hi,
-                         int *out, struct err *e)
-{
-    int64_t v;
-    if (gguf_get_int(f, key, lo, hi, &v, e) != 0)
-        return -1;
-    *out = (int)v;
-    return 0;
-}
-
 static int load_hparams(struct lm_hparams *hp, const struct gguf_file *f, struct err *e)
 {
     char arch[64];
@@ -48,13 +38,13 @@ static int load_hparams(struct lm_hparams *hp, const struct gguf_file *f, struct
                        "%s: general.architecture is '%s', not a GLM-4-Voice LM "
                        "(glm4voice-lm)",
                        f->path, arch);
-    if (get_int_field(f, "glm4.block_count", 1, 1024, &hp->n_layer, e) ||
-        get_int_field(f, "glm4.embedding_length", 1, 1 << 20, &hp->n_embd, e) ||
-        get_int_field(f, "glm4.feed_forward_length", 1, 1 << 22, &hp->n_ff, e) ||
-        get_int_field(f, "glm4.attention.head_count", 1, 4096, &hp->n_head, e) ||
-        get_int_field(f, "glm4.attention.head_count_kv", 1, 4096, &hp->n_kv_head, e) ||
-        get_int_field(f, "glm4.attention.key_length", 2, 4096, &hp->head_dim, e) ||
-        get_int_field(f, "glm4.rope.dimension_count", 2, 4096, &hp->rot_dim, e) ||
+    if (gguf_get_int32(f, "glm4.block_count", 1, 1024, &hp->n_layer, e) ||
+        gguf_get_int32(f, "glm4.embedding_length", 1, 1 << 20, &hp->n_embd, e) ||
+        gguf_get_int32(f, "glm4.feed_forward_length", 1, 1 << 22, &hp->n_ff, e) ||
+        gguf_get_int32(f, "glm4.attention.head_count", 1, 4096, &hp->n_head, e) ||
+        gguf_get_int32(f, "glm4.attention.head_count_kv", 1, 4096, &hp->n_kv_head, e) ||
+        gguf_get_int32(f, "glm4.attention.key_length", 2, 4096, &hp->head_dim, e) ||
+        gguf_get_int32(f, "glm4.rope.dimension_count", 2, 4096, &hp->rot_dim, e) ||
         gguf_get_int(f, "glm4.vocab_size", 1, INT32_MAX, &hp->n_vocab, e) ||
         gguf_get_int(f, "glm4.context_length", 1, INT64_C(1) << 24, &hp->n_ctx, e) ||
         gguf_get_f32(f, "glm4.attention.layer_norm_rms_epsilon", &hp->eps, e) ||

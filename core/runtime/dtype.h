@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 enum dtype {
     DTYPE_F32 = 0,
@@ -50,6 +51,18 @@ float dtype_f16_to_f32(uint16_t h);
 uint16_t dtype_f32_to_f16(float f);
 float dtype_bf16_to_f32(uint16_t b);
 uint16_t dtype_f32_to_bf16(float f);
+
+/* f rounded to the nearest bf16 value (ties to even), kept as a float; NaN stays unchanged.
+ * Inline: the norm and rope kernels call it per element. */
+static inline float dtype_round_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) <= 0x7f800000u)
+        u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&f, &u, 4);
+    return f;
+}
 
 /* Converts n elements (a multiple of the block size) of type t at src to float. */
 void dtype_to_f32(enum dtype t, const void *src, float *dst, int64_t n);

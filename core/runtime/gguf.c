@@ -813,6 +813,16 @@ int gguf_get_int(const struct gguf_file *f, const char *key, int64_t lo, int64_t
     return 0;
 }
 
+int gguf_get_int32(const struct gguf_file *f, const char *key, int lo, int hi, int *out,
+                   struct err *e)
+{
+    int64_t v = 0; /* gcc 12 -O2 cannot see that an error return leaves it unread */
+    if (gguf_get_int(f, key, lo, hi, &v, e) != 0)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
 int gguf_get_f32(const struct gguf_file *f, const char *key, float *out, struct err *e)
 {
     const struct gguf_kv *kv;

@@ -114,6 +114,9 @@ int gguf_get_i64(const struct gguf_file *f, const char *key, int64_t *out, struc
  * range otherwise. */
 int gguf_get_int(const struct gguf_file *f, const char *key, int64_t lo, int64_t hi, int64_t *out,
                  struct err *e);
+/* gguf_get_int into an int, for the many model hyperparameters stored as ints. */
+int gguf_get_int32(const struct gguf_file *f, const char *key, int lo, int hi, int *out,
+                   struct err *e);
 int gguf_get_f32(const struct gguf_file *f, const char *key, float *out, struct err *e);
 int gguf_get_bool(const struct gguf_file *f, const char *key, int *out, struct err *e);
 int gguf_get_str(const struct gguf_file *f, const char *key, char *buf, size_t len, struct err *e);

@@ -23,13 +23,9 @@
 static int get_int(const struct gguf_file *f, const char *key, int lo, int hi, int *out,
                    struct err *e)
 {
-    int64_t v;
     char k[96];
     snprintf(k, sizeof k, STOK_ARCH ".%s", key);
-    if (gguf_get_int(f, k, lo, hi, &v, e))
-        return -1;
-    *out = (int)v;
-    return 0;
+    return gguf_get_int32(f, k, lo, hi, out, e);
 }
 
 static int get_f32(const struct gguf_file *f, const char *name, int n_dims, int64_t d0, int64_t d1,

@@ -62,39 +62,29 @@ static const float *flow_w(const struct flow_src *f, const char *name, int n_dim
             return -1;                           \
     } while (0)
 
-static int flow_get_int(const struct gguf_file *f, const char *key, int *out, int lo, int hi,
-                        struct err *e)
-{
-    int64_t v;
-    if (gguf_get_int(f, key, lo, hi, &v, e))
-        return -1;
-    *out = (int)v;
-    return 0;
-}
-
 static int flow_load_hparams(struct flow_hparams *hp, const struct gguf_file *f, struct err *e)
 {
     const struct gguf_kv *kv;
     int64_t c0, c1;
     memset(hp, 0, sizeof *hp);
-    if (flow_get_int(f, "flow.vocab_size", &hp->vocab, 1, 1 << 24, e) ||
-        flow_get_int(f, "flow.input_size", &hp->embed, 1, 65536, e) ||
-        flow_get_int(f, "flow.output_size", &hp->n_mel, 1, 4096, e) ||
-        flow_get_int(f, "flow.spk_embed_dim", &hp->spk_dim, 1, 65536, e) ||
-        flow_get_int(f, "flow.sample_rate", &hp->sample_rate, 1, 1000000, e) ||
-        flow_get_int(f, "flow.hop_length", &hp->hop, 1, 65536, e) ||
-        flow_get_int(f, "flow.encoder.output_size", &hp->d_model, 1, 65536, e) ||
-        flow_get_int(f, "flow.encoder.attention_heads", &hp->n_heads, 1, 1024, e) ||
-        flow_get_int(f, "flow.encoder.linear_units", &hp->d_ff, 1, 1 << 20, e) ||
-        flow_get_int(f, "flow.encoder.num_blocks", &hp->n_layers, 0, FLOW_MAX_LAYERS, e) ||
-        flow_get_int(f, "flow.encoder.block_size", &hp->block, 1, 1 << 20, e) ||
-        flow_get_int(f, "flow.length_regulator.n_layers", &hp->lr_layers, 0, FLOW_MAX_LR, e) ||
-        flow_get_int(f, "flow.cfm.n_timesteps", &hp->n_steps, 1, 1000, e) ||
-        flow_get_int(f, "flow.estimator.in_channels", &hp->est_in, 1, 65536, e) ||
-        flow_get_int(f, "flow.estimator.n_blocks", &hp->n_tb, 0, 64, e) ||
-        flow_get_int(f, "flow.estimator.num_mid_blocks", &hp->n_mid, 0, FLOW_MAX_MID, e) ||
-        flow_get_int(f, "flow.estimator.num_heads", &hp->est_heads, 1, 1024, e) ||
-        flow_get_int(f, "flow.estimator.attention_head_dim", &hp->est_head_dim, 1, 4096, e))
+    if (gguf_get_int32(f, "flow.vocab_size", 1, 1 << 24, &hp->vocab, e) ||
+        gguf_get_int32(f, "flow.input_size", 1, 65536, &hp->embed, e) ||
+        gguf_get_int32(f, "flow.output_size", 1, 4096, &hp->n_mel, e) ||
+        gguf_get_int32(f, "flow.spk_embed_dim", 1, 65536, &hp->spk_dim, e) ||
+        gguf_get_int32(f, "flow.sample_rate", 1, 1000000, &hp->sample_rate, e) ||
+        gguf_get_int32(f, "flow.hop_length", 1, 65536, &hp->hop, e) ||
+        gguf_get_int32(f, "flow.encoder.output_size", 1, 65536, &hp->d_model, e) ||
+        gguf_get_int32(f, "flow.encoder.attention_heads", 1, 1024, &hp->n_heads, e) ||
+        gguf_get_int32(f, "flow.encoder.linear_units", 1, 1 << 20, &hp->d_ff, e) ||
+        gguf_get_int32(f, "flow.encoder.num_blocks", 0, FLOW_MAX_LAYERS, &hp->n_layers, e) ||
+        gguf_get_int32(f, "flow.encoder.block_size", 1, 1 << 20, &hp->block, e) ||
+        gguf_get_int32(f, "flow.length_regulator.n_layers", 0, FLOW_MAX_LR, &hp->lr_layers, e) ||
+        gguf_get_int32(f, "flow.cfm.n_timesteps", 1, 1000, &hp->n_steps, e) ||
+        gguf_get_int32(f, "flow.estimator.in_channels", 1, 65536, &hp->est_in, e) ||
+        gguf_get_int32(f, "flow.estimator.n_blocks", 0, 64, &hp->n_tb, e) ||
+        gguf_get_int32(f, "flow.estimator.num_mid_blocks", 0, FLOW_MAX_MID, &hp->n_mid, e) ||
+        gguf_get_int32(f, "flow.estimator.num_heads", 1, 1024, &hp->est_heads, e) ||
+        gguf_get_int32(f, "flow.estimator.attention_head_dim", 1, 4096, &hp->est_head_dim, e))
         return -1;
     if (gguf_get_f32(f, "flow.input_frame_rate", &hp->frame_rate, e) ||
         gguf_get_f32(f, "flow.cfm.inference_cfg_rate", &hp->cfg_rate, e))

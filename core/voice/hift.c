@@ -55,16 +55,6 @@ static const float *hift_w(const struct hift_src *f, const char *name, int n_dim
             return -1;                               \
     } while (0)
 
-static int hift_get_int(const struct gguf_file *f, const char *key, int *out, int lo, int hi,
-                        struct err *e)
-{
-    int64_t v;
-    if (gguf_get_int(f, key, lo, hi, &v, e))
-        return -1;
-    *out = (int)v;
-    return 0;
-}
-
 /* An integer array key of length n_min..n_max into out; *n gets the length. */
 static int hift_get_ints(const struct gguf_file *f, const char *key, int *out, int *n, int n_min,
                          int n_max, int lo, int hi, struct err *e)
@@ -123,13 +113,13 @@ static int hift_load_hparams(struct hift_hparams *hp, const struct gguf_file *f,
 {
     int n, dil[HIFT_MAX_KERNELS * HIFT_N_DIL];
     memset(hp, 0, sizeof *hp);
-    if (hift_get_int(f, "hift.in_channels", &hp->in_channels, 1, 4096, e) ||
-        hift_get_int(f, "hift.base_channels", &hp->base_channels, 2, 8192, e) ||
-        hift_get_int(f, "hift.nb_harmonics", &hp->nb_harmonics, 0, 15, e) ||
-        hift_get_int(f, "hift.sampling_rate", &hp->sample_rate, 1, 1000000, e) ||
-        hift_get_int(f, "hift.istft_n_fft", &hp->n_fft, 2, 4096, e) ||
-        hift_get_int(f, "hift.istft_hop", &hp->hop, 1, 4096, e) ||
-        hift_get_int(f, "hift.f0_cond_channels", &hp->f0_channels, 1, 8192, e))
+    if (gguf_get_int32(f, "hift.in_channels", 1, 4096, &hp->in_channels, e) ||
+        gguf_get_int32(f, "hift.base_channels", 2, 8192, &hp->base_channels, e) ||
+        gguf_get_int32(f, "hift.nb_harmonics", 0, 15, &hp->nb_harmonics, e) ||
+        gguf_get_int32(f, "hift.sampling_rate", 1, 1000000, &hp->sample_rate, e) ||
+        gguf_get_int32(f, "hift.istft_n_fft", 2, 4096, &hp->n_fft, e) ||
+        gguf_get_int32(f, "hift.istft_hop", 1, 4096, &hp->hop, e) ||
+        gguf_get_int32(f, "hift.f0_cond_channels", 1, 8192, &hp->f0_channels, e))
         return -1;
     if (gguf_get_f32(f, "hift.nsf_alpha", &hp->nsf_alpha, e) ||
         gguf_get_f32(f, "hift.nsf_sigma", &hp->nsf_sigma, e) ||
