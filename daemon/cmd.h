@@ -15,6 +15,9 @@
 /* 1 when arg asks for help (--help or -h). */
 int cmd_is_help(const char *arg);
 
+/* Parses a whole decimal integer in [lo, hi] into *out; -1 (out untouched) on anything else. */
+int cmd_parse_long(const char *s, long long lo, long long hi, long long *out);
+
 struct bpe_ids;
 /* Parses comma-separated token ids ("1,2, 3", blanks around commas allowed) into out, which
  * it empties first; an empty or blank string gives no ids. -1 on anything else: a negative

@@ -3,7 +3,6 @@
  * speech tokenizer, LM, decoder, vocoder. Prints the transcript as it streams and the timing
  * of every stage; writes the answer's audio.
  */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,17 +29,6 @@ static const char ask_usage[] =
     "  --schedule S       audio block schedule: paper (10,20), aligned, main or N,N,... \n"
     "  --threads N        LM threads (2)\n"
     "  --history kv|retokenize   keep the KV cache (default) or re-tokenize as the demo\n";
-
-static int ask_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end || errno || v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
-}
 
 /* One turn: input, commit, events until TURN_DONE. Returns 0, or 1 on a failure. */
 static int ask_turn(struct engine_session *s, const char *input, int is_text, const char *out,
@@ -150,7 +138,7 @@ int cmd_ask(int argc, char **argv)
 {
     const char *dir = NULL, *lm = NULL, *tok = NULL, *dec = NULL, *out = NULL;
     const char *audio = NULL, *text = NULL, *turns = NULL, *schedule = NULL, *history = "kv";
-    long threads = 2, v;
+    long long threads = 2, v;
     struct engine_session_options o;
     engine_session_options_default(&o);
     for (int i = 1; i < argc; i++) {
@@ -185,13 +173,13 @@ int cmd_ask(int argc, char **argv)
             history = argv[++i];
             bad = strcmp(history, "kv") != 0 && strcmp(history, "retokenize") != 0;
         } else if (strcmp(a, "--seed") == 0) {
-            bad = ask_long(argv[++i], 0, __LONG_MAX__, &v);
+            bad = cmd_parse_long(argv[++i], 0, __LONG_MAX__, &v);
             o.sampling.seed = (uint64_t)v;
         } else if (strcmp(a, "--max-new") == 0) {
-            bad = ask_long(argv[++i], 1, 1 << 20, &v);
+            bad = cmd_parse_long(argv[++i], 1, 1 << 20, &v);
             o.sampling.max_new = (int)v;
         } else if (strcmp(a, "--threads") == 0) {
-            bad = ask_long(argv[++i], 1, 256, &threads);
+            bad = cmd_parse_long(argv[++i], 1, 256, &threads);
         } else {
             bad = 1;
         }

@@ -32,17 +32,6 @@ static double now_s(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-static int parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end || errno || v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 static int parse_float(const char *s, float *out)
 {
     char *end;
@@ -58,7 +47,7 @@ int cmd_generate(int argc, char **argv)
 {
     const char *model = NULL, *text = NULL, *ids_arg = NULL;
     int print_ids = 0;
-    long threads = 2, v;
+    long long threads = 2, v;
     enum dtype kv = DTYPE_F32;
     struct sampler_params sp;
     sampler_defaults(&sp);
@@ -81,19 +70,19 @@ int cmd_generate(int argc, char **argv)
         } else if (strcmp(a, "--ids") == 0) {
             ids_arg = argv[++i];
         } else if (strcmp(a, "--seed") == 0) {
-            bad = parse_long(argv[++i], 0, __LONG_MAX__, &v);
+            bad = cmd_parse_long(argv[++i], 0, __LONG_MAX__, &v);
             sp.seed = (uint64_t)v;
         } else if (strcmp(a, "--max-new") == 0) {
-            bad = parse_long(argv[++i], 1, 1 << 24, &v);
+            bad = cmd_parse_long(argv[++i], 1, 1 << 24, &v);
             sp.max_new = (int)v;
         } else if (strcmp(a, "--threads") == 0) {
-            bad = parse_long(argv[++i], 1, 256, &threads);
+            bad = cmd_parse_long(argv[++i], 1, 256, &threads);
         } else if (strcmp(a, "--temperature") == 0) {
             bad = parse_float(argv[++i], &sp.temperature);
         } else if (strcmp(a, "--top-p") == 0) {
             bad = parse_float(argv[++i], &sp.top_p) || !(sp.top_p > 0);
         } else if (strcmp(a, "--top-k") == 0) {
-            bad = parse_long(argv[++i], 0, 1 << 24, &v);
+            bad = cmd_parse_long(argv[++i], 0, 1 << 24, &v);
             sp.top_k = (int)v;
         } else if (strcmp(a, "--kv") == 0) {
             bad = dtype_from_name(argv[++i], &kv) || kv == DTYPE_Q8_0;

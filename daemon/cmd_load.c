@@ -311,35 +311,33 @@ static int load_sessions(const struct load_opts *o, const char *url, const char 
     return 0;
 }
 
-static void load_report(const struct load_opts *o, int n, struct load_result *r)
+/* One figure of a run with n sessions: load_n<N>_<mode>_<what>. */
+static void load_run_figure(const struct load_opts *o, int n, const char *what, double value,
+                            const char *unit)
 {
     char name[96];
-    const char *mode = o->vad ? "vad" : "commit";
-    snprintf(name, sizeof name, "load_n%d_%s_first_audio_p50", n, mode);
+    snprintf(name, sizeof name, "load_n%d_%s_%s", n, o->vad ? "vad" : "commit", what);
+    load_figure(o, name, value, unit);
+}
+
+static void load_report(const struct load_opts *o, int n, struct load_result *r)
+{
     double server[LOAD_MAX_N];
     memcpy(server, r->server, sizeof server);
-    if (r->n_lat == 0)
+    if (r->n_lat == 0) {
         printf("  (no session received answer audio)\n");
-    else
-        load_figure(o, name, load_quantile(r->lat, r->n_lat, 0.50), "ms");
-    snprintf(name, sizeof name, "load_n%d_%s_first_audio_p95", n, mode);
-    if (r->n_lat > 0)
-        load_figure(o, name, load_quantile(r->lat, r->n_lat, 0.95), "ms");
-    snprintf(name, sizeof name, "load_n%d_%s_server_first_audio_p50", n, mode);
-    if (r->n_lat > 0)
-        load_figure(o, name, load_quantile(server, r->n_lat, 0.50), "ms");
-    snprintf(name, sizeof name, "load_n%d_%s_sessions_with_audio", n, mode);
-    load_figure(o, name, r->n_lat, "sessions");
-    snprintf(name, sizeof name, "load_n%d_%s_underruns", n, mode);
-    load_figure(o, name, r->underruns, "count");
-    snprintf(name, sizeof name, "load_n%d_%s_sessions_with_underruns", n, mode);
-    load_figure(o, name, r->sessions_with_underruns, "sessions");
-    snprintf(name, sizeof name, "load_n%d_%s_stall", n, mode);
-    load_figure(o, name, r->stall_ms, "ms");
-    snprintf(name, sizeof name, "load_n%d_%s_refusals", n, mode);
-    load_figure(o, name, r->refused, "sessions");
-    snprintf(name, sizeof name, "load_n%d_%s_failures", n, mode);
-    load_figure(o, name, r->failed, "sessions");
+    } else {
+        load_run_figure(o, n, "first_audio_p50", load_quantile(r->lat, r->n_lat, 0.50), "ms");
+        load_run_figure(o, n, "first_audio_p95", load_quantile(r->lat, r->n_lat, 0.95), "ms");
+        load_run_figure(o, n, "server_first_audio_p50", load_quantile(server, r->n_lat, 0.50),
+                        "ms");
+    }
+    load_run_figure(o, n, "sessions_with_audio", r->n_lat, "sessions");
+    load_run_figure(o, n, "underruns", r->underruns, "count");
+    load_run_figure(o, n, "sessions_with_underruns", r->sessions_with_underruns, "sessions");
+    load_run_figure(o, n, "stall", r->stall_ms, "ms");
+    load_run_figure(o, n, "refusals", r->refused, "sessions");
+    load_run_figure(o, n, "failures", r->failed, "sessions");
 }
 
 /* ---- per-frame overhead --------------------------------------------------------------- */

@@ -10,7 +10,6 @@
  * Threads: one; everything runs in lws_service's callbacks. Writes happen only in the
  * writeable callback, one message each.
  */
-#include <errno.h>
 #include <jansson.h>
 #include <libwebsockets.h>
 #include <math.h>
@@ -118,17 +117,6 @@ static double talk_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
-static int talk_long(const char *s, long long lo, long long hi, long long *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (end == s || *end || errno || v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
 }
 
 /* ws://HOST[:PORT][/PATH] or wss://... into o. */
@@ -863,19 +851,19 @@ static int talk_args(int argc, char **argv, struct talk_opts *o, char **list, ch
             bad = !opus && strcmp(c, "pcm16") != 0;
             *(a[2] == 'c' ? &o->in_opus : &o->out_opus) = opus;
         } else if (strcmp(a, "--rate") == 0) {
-            bad = talk_long(argv[++i], 8000, 48000, &v);
+            bad = cmd_parse_long(argv[++i], 8000, 48000, &v);
             o->in_rate = (int)v;
         } else if (strcmp(a, "--out-rate") == 0) {
-            bad = talk_long(argv[++i], 8000, 48000, &v);
+            bad = cmd_parse_long(argv[++i], 8000, 48000, &v);
             o->out_rate = (int)v;
         } else if (strcmp(a, "--seed") == 0) {
-            bad = talk_long(argv[++i], 0, (1LL << 53), &o->seed);
+            bad = cmd_parse_long(argv[++i], 0, (1LL << 53), &o->seed);
         } else if (strcmp(a, "--max-new") == 0) {
-            bad = talk_long(argv[++i], 1, 1 << 20, &o->max_new);
+            bad = cmd_parse_long(argv[++i], 1, 1 << 20, &o->max_new);
         } else if (strcmp(a, "--barge-in-ms") == 0 || strcmp(a, "--hangup-ms") == 0 ||
                    strcmp(a, "--prebuffer-ms") == 0 || strcmp(a, "--silence-ms") == 0 ||
                    strcmp(a, "--timeout") == 0) {
-            bad = talk_long(argv[++i], 0, 3600 * 1000, &v);
+            bad = cmd_parse_long(argv[++i], 0, 3600 * 1000, &v);
             int *dst = a[2] == 'b'   ? &o->barge_ms
                        : a[2] == 'h' ? &o->hangup_ms
                        : a[2] == 'p' ? &o->prebuffer_ms

@@ -346,6 +346,19 @@ static int http_key_equal(const char *a, size_t an, const char *b, size_t bn)
     return d == 0;
 }
 
+int http_key_listed(const char *keys, const char *given)
+{
+    size_t pos = 0, n;
+    const char *item;
+    int any_key = 0, ok = 0;
+    while (http_list_next(keys, &pos, &item, &n)) {
+        any_key = 1;
+        if (given && http_key_equal(given, strlen(given), item, n))
+            ok = 1;
+    }
+    return !any_key || ok;
+}
+
 /* 1 when no keys are configured or the request carries one of them. */
 static int http_authorized(struct http_server *srv, struct MHD_Connection *c)
 {
@@ -359,17 +372,7 @@ static int http_authorized(struct http_server *srv, struct MHD_Connection *c)
     if (!given) /* browsers cannot always set headers: ?api_key= */
         given = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "api_key");
     pthread_mutex_lock(&srv->lock);
-    int ok = srv->policy.keys[0] == 0;
-    size_t pos = 0, n;
-    const char *item;
-    int any_key = 0;
-    while (http_list_next(srv->policy.keys, &pos, &item, &n)) {
-        any_key = 1;
-        if (given && http_key_equal(given, strlen(given), item, n))
-            ok = 1;
-    }
-    if (!any_key)
-        ok = 1;
+    int ok = http_key_listed(srv->policy.keys, given);
     pthread_mutex_unlock(&srv->lock);
     return ok;
 }

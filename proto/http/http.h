@@ -126,6 +126,11 @@ struct http_policy {
     char keys[HTTP_LIST_MAX]; /* accepted API keys, comma-separated; "" no auth */
 };
 
+/* 1 when keys (a comma-separated list as http_policy.keys; blanks around items ignored) is
+ * empty or holds given (NULL: no key given). Compares in time independent of where a key
+ * differs. Shared with proto/ws, which takes the same list. */
+int http_key_listed(const char *keys, const char *given);
+
 /* Binds address:port (an error names them and the reason), or takes s->listen_fd, and
  * starts serving. */
 struct http_server *http_start(const struct http_settings *s, const struct http_policy *p,

@@ -9,6 +9,7 @@
  * threads stop using it.
  */
 #include "ws/ws.h"
+#include "http/http.h"
 
 #include <libwebsockets.h>
 #include <pthread.h>
@@ -73,38 +74,13 @@ struct ws_pss {
 
 /* ---- keys -------------------------------------------------------------------------------- */
 
-static int ws_key_equal(const char *a, size_t an, const char *b, size_t bn)
-{
-    unsigned char d = (unsigned char)(an != bn);
-    for (size_t i = 0; i < an; i++)
-        d |= (unsigned char)(a[i] ^ (i < bn ? b[i] : 0));
-    return d == 0;
-}
-
-/* 1 when given is on the list (or the list is empty), like proto/http. */
+/* 1 when given is on the list (or the list is empty), as proto/http decides it. */
 static int ws_key_ok(struct ws_server *srv, const char *given)
 {
     pthread_mutex_lock(&srv->mu);
-    const char *p = srv->keys;
-    int any = 0, ok = 0;
-    while (*p) {
-        while (*p == ',' || *p == ' ' || *p == '\t')
-            p++;
-        const char *end = p;
-        while (*end && *end != ',')
-            end++;
-        const char *last = end;
-        while (last > p && (last[-1] == ' ' || last[-1] == '\t'))
-            last--;
-        if (last > p) {
-            any = 1;
-            if (given && ws_key_equal(given, strlen(given), p, (size_t)(last - p)))
-                ok = 1;
-        }
-        p = end;
-    }
+    int ok = http_key_listed(srv->keys, given);
     pthread_mutex_unlock(&srv->mu);
-    return !any || ok;
+    return ok;
 }
 
 /* The key from the header, the subprotocol list or the query (NULL if none) into buf. */
