@@ -35,6 +35,19 @@ static int open_bpe(struct gguf_file *m, struct bpe *b)
     return 0;
 }
 
+/* The tokenizer and the golden file at path, or nothing open (-1). */
+static int open_bpe_with(struct gguf_file *m, struct bpe *b, struct gguf_file *g, const char *path)
+{
+    if (open_bpe(m, b))
+        return -1;
+    if (open_file(g, path)) {
+        bpe_free(b);
+        gguf_close(m);
+        return -1;
+    }
+    return 0;
+}
+
 static const struct gguf_kv *arr(const struct gguf_file *f, const char *key, enum gguf_type t)
 {
     const struct gguf_kv *kv = NULL;
@@ -55,13 +68,8 @@ TEST(bpe_encode_corpus)
 {
     struct gguf_file m, g;
     struct bpe b;
-    if (open_bpe(&m, &b))
+    if (open_bpe_with(&m, &b, &g, "build/golden/lm_bpe.gguf"))
         return;
-    if (open_file(&g, "build/golden/lm_bpe.gguf")) {
-        bpe_free(&b);
-        gguf_close(&m);
-        return;
-    }
     const struct gguf_kv *strs = arr(&g, "bpe.strings", GGUF_TYPE_STRING);
     const struct gguf_kv *ids = arr(&g, "bpe.ids", GGUF_TYPE_INT64);
     const struct gguf_kv *offs = arr(&g, "bpe.offsets", GGUF_TYPE_INT64);
@@ -119,13 +127,8 @@ TEST(bpe_decode_invalid_utf8)
 {
     struct gguf_file m, g;
     struct bpe b;
-    if (open_bpe(&m, &b))
+    if (open_bpe_with(&m, &b, &g, "build/golden/lm_bpe.gguf"))
         return;
-    if (open_file(&g, "build/golden/lm_bpe.gguf")) {
-        bpe_free(&b);
-        gguf_close(&m);
-        return;
-    }
     const struct gguf_kv *ids = arr(&g, "bpe.decode_ids", GGUF_TYPE_INT64);
     const struct gguf_kv *offs = arr(&g, "bpe.decode_offsets", GGUF_TYPE_INT64);
     const struct gguf_kv *texts = arr(&g, "bpe.decode_texts", GGUF_TYPE_STRING);
@@ -183,13 +186,8 @@ TEST(bpe_prompts_and_bad_input)
 {
     struct gguf_file m, g;
     struct bpe b;
-    if (open_bpe(&m, &b))
+    if (open_bpe_with(&m, &b, &g, "build/golden/lm_torch.gguf"))
         return;
-    if (open_file(&g, "build/golden/lm_torch.gguf")) {
-        bpe_free(&b);
-        gguf_close(&m);
-        return;
-    }
     static const char *const turns[] = { "text", "audio", "turn2" };
     struct err e;
     for (int t = 0; t < 3; t++) {

@@ -60,6 +60,36 @@ static void fabs_copy(float *dst, const float *src, int64_t n)
         dst[i] = fabsf(src[i]);
 }
 
+/* A case's x, w, b (uniform in [-1, 1]) and their magnitudes ax, aw, ab (for the error scale). */
+struct cv_operands {
+    float *x, *w, *b, *ax, *aw, *ab;
+};
+
+static void cv_operands_free(struct cv_operands *o)
+{
+    free(o->x), free(o->w), free(o->b), free(o->ax), free(o->aw), free(o->ab);
+}
+
+/* 1 when allocated and filled; 0 with nothing left allocated. */
+static int cv_operands_make(struct cv_operands *o, int64_t nx, int64_t nw, int64_t nb)
+{
+    o->x = malloc((size_t)nx * sizeof *o->x), o->w = malloc((size_t)nw * sizeof *o->w);
+    o->b = malloc((size_t)nb * sizeof *o->b);
+    o->ax = malloc((size_t)nx * sizeof *o->x), o->aw = malloc((size_t)nw * sizeof *o->w);
+    o->ab = malloc((size_t)nb * sizeof *o->b);
+    if (!(o->x && o->w && o->b && o->ax && o->aw && o->ab)) {
+        cv_operands_free(o);
+        return 0;
+    }
+    test_fill_uniform(o->x, nx, -1.0f, 1.0f);
+    test_fill_uniform(o->w, nw, -1.0f, 1.0f);
+    test_fill_uniform(o->b, nb, -1.0f, 1.0f);
+    fabs_copy(o->ax, o->x, nx);
+    fabs_copy(o->aw, o->w, nw);
+    fabs_copy(o->ab, o->b, nb);
+    return 1;
+}
+
 static struct conv_params c1_params(const struct c1 *c)
 {
     struct conv_params p =
@@ -95,17 +125,9 @@ TEST(conv_1d_odd_shapes)
     for (size_t ci = 0; ci < sizeof c1_cases / sizeof c1_cases[0]; ci++) {
         const struct c1 *c = &c1_cases[ci];
         int64_t nx = c->c_in * c->t_in, nw = (int64_t)c->c_out * (c->c_in / c->groups) * c->k;
-        float *x = malloc((size_t)nx * sizeof *x), *w = malloc((size_t)nw * sizeof *w);
-        float *b = malloc((size_t)c->c_out * sizeof *b);
-        float *ax = malloc((size_t)nx * sizeof *x), *aw = malloc((size_t)nw * sizeof *w);
-        float *ab = malloc((size_t)c->c_out * sizeof *b);
-        REQUIRE(x && w && b && ax && aw && ab);
-        test_fill_uniform(x, nx, -1.0f, 1.0f);
-        test_fill_uniform(w, nw, -1.0f, 1.0f);
-        test_fill_uniform(b, c->c_out, -1.0f, 1.0f);
-        fabs_copy(ax, x, nx);
-        fabs_copy(aw, w, nw);
-        fabs_copy(ab, b, c->c_out);
+        struct cv_operands op;
+        REQUIRE(cv_operands_make(&op, nx, nw, c->c_out));
+        const float *x = op.x, *w = op.w, *b = op.b, *ax = op.ax, *aw = op.aw, *ab = op.ab;
         for (int with_bias = 0; with_bias < 2; with_bias++) {
             const float *bias = with_bias ? b : NULL;
             int64_t t_out, t_ref;
@@ -131,7 +153,7 @@ TEST(conv_1d_odd_shapes)
             free(ref);
             free(abs_sum);
         }
-        free(x), free(w), free(b), free(ax), free(aw), free(ab);
+        cv_operands_free(&op);
     }
     pool_free(two);
 }
@@ -258,17 +280,9 @@ TEST(conv_transpose_1d_odd_shapes)
     for (size_t ci = 0; ci < sizeof ct_cases / sizeof ct_cases[0]; ci++) {
         const struct ct *c = &ct_cases[ci];
         int64_t nx = c->c_in * c->t_in, nw = (int64_t)c->c_in * c->c_out * c->k;
-        float *x = malloc((size_t)nx * sizeof *x), *w = malloc((size_t)nw * sizeof *w);
-        float *b = malloc((size_t)c->c_out * sizeof *b);
-        float *ax = malloc((size_t)nx * sizeof *x), *aw = malloc((size_t)nw * sizeof *w);
-        float *ab = malloc((size_t)c->c_out * sizeof *b);
-        REQUIRE(x && w && b && ax && aw && ab);
-        test_fill_uniform(x, nx, -1.0f, 1.0f);
-        test_fill_uniform(w, nw, -1.0f, 1.0f);
-        test_fill_uniform(b, c->c_out, -1.0f, 1.0f);
-        fabs_copy(ax, x, nx);
-        fabs_copy(aw, w, nw);
-        fabs_copy(ab, b, c->c_out);
+        struct cv_operands op;
+        REQUIRE(cv_operands_make(&op, nx, nw, c->c_out));
+        const float *x = op.x, *w = op.w, *b = op.b, *ax = op.ax, *aw = op.aw, *ab = op.ab;
         for (int with_bias = 0; with_bias < 2; with_bias++) {
             int64_t t_out;
             float *y1 = run_ct(c, NULL, x, w, with_bias ? b : NULL, &t_out);
@@ -292,7 +306,7 @@ TEST(conv_transpose_1d_odd_shapes)
             cpu_set_level(best);
             free(y1), free(ref), free(abs_sum);
         }
-        free(x), free(w), free(b), free(ax), free(aw), free(ab);
+        cv_operands_free(&op);
     }
     pool_free(two);
 }

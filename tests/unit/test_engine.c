@@ -130,6 +130,57 @@ static struct engine *te_engine(int workers, int max_sessions)
     return eng;
 }
 
+/* Free sampling (temperature 1, no top-k / top-p cut): answers that run long and vary. */
+static void te_sampled_opts(struct engine_session_options *o, int max_new)
+{
+    te_opts(o, max_new);
+    o->sampling.greedy = 0;
+    o->sampling.temperature = 1.0f;
+    o->sampling.top_k = 0;
+    o->sampling.top_p = 1.0f;
+}
+
+/* Starts a text turn on s. */
+static void te_ask(struct engine_session *s, const char *text)
+{
+    struct err e;
+    CHECK(engine_push_text(s, text, &e) == ENGINE_OK);
+    CHECK(engine_commit(s, &e) == ENGINE_OK);
+}
+
+/* One text turn on a session of its own, opened and closed around it. */
+static void te_text_turn(struct engine *eng, const struct engine_session_options *o,
+                         const char *text, struct te_turn *t)
+{
+    struct err e;
+    struct engine_session *s;
+    REQUIRE(engine_open(eng, o, &s, &e) == ENGINE_OK);
+    te_ask(s, text);
+    CHECK(te_drain(s, t) == 0);
+    engine_close(s);
+}
+
+/* Reads events until n carried answer output (audio; transcript too unless audio_only) or the
+ * turn ended; 1 when it ended. */
+static int te_wait_output(struct engine_session *s, int n, int audio_only)
+{
+    struct engine_event ev;
+    int got = 0, done = 0;
+    while (got < n && !done && engine_next_event(s, &ev, 10.0)) {
+        got += ev.type == ENGINE_EV_AUDIO || (!audio_only && ev.type == ENGINE_EV_TRANSCRIPT);
+        done = ev.type == ENGINE_EV_TURN_DONE;
+        engine_event_clear(&ev);
+    }
+    return done;
+}
+
+static void te_turns_free(struct te_turn *t, int n)
+{
+    for (int i = 0; i < n; i++)
+        free(t[i].pcm);
+    free(t);
+}
+
 /* The reference pipeline by hand: tokenizer -> template -> LM greedy -> t2w (clean). */
 TEST(engine_turn_equals_components)
 {
@@ -242,16 +293,14 @@ TEST(engine_turn_equals_components)
     /* a second turn sees the first: the cache holds prompt + answer (without the stop id) */
     int64_t kept = lm_is_stop(hp, ref[n_ref - 1]) ? n_ref - 1 : n_ref;
     CHECK(engine_session_positions(s) == ids.n + kept - (kept == n_ref ? 1 : 0));
-    CHECK(engine_push_text(s, "and then?", &e) == ENGINE_OK);
-    CHECK(engine_commit(s, &e) == ENGINE_OK);
+    te_ask(s, "and then?");
     REQUIRE(te_drain(s, t) == 0);
     CHECK(t->n_errors == 0);
     CHECK(t->n_ids > 0);
-    free(t->pcm);
     engine_close(s);
     engine_destroy(eng);
 
-    free(t);
+    te_turns_free(t, 1);
     t2w_free(&t2);
     free(ref_pcm);
     bpe_text_free(&ref_text);
@@ -278,14 +327,11 @@ static void te_run_texts(struct engine *eng, const struct engine_session_options
     struct err e;
     struct engine_session *ss[8];
     REQUIRE(n <= 8);
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; !together && i < n; i++)
+        te_text_turn(eng, o, texts[i], &out[i]);
+    for (int i = 0; together && i < n; i++) {
         REQUIRE(engine_open(eng, o, &ss[i], &e) == ENGINE_OK);
         CHECK(engine_push_text(ss[i], texts[i], &e) == ENGINE_OK);
-        if (!together) {
-            CHECK(engine_commit(ss[i], &e) == ENGINE_OK);
-            CHECK(te_drain(ss[i], &out[i]) == 0);
-            engine_close(ss[i]);
-        }
     }
     for (int i = 0; together && i < n; i++)
         CHECK(engine_commit(ss[i], &e) == ENGINE_OK);
@@ -307,13 +353,6 @@ static void te_same_turns(const struct te_turn *a, const struct te_turn *b, int 
         if (b[i].n_pcm == a[i].n_pcm && a[i].n_pcm)
             CHECK_ARRAY_NEAR(b[i].pcm, a[i].pcm, a[i].n_pcm, 0);
     }
-}
-
-static void te_turns_free(struct te_turn *t, int n)
-{
-    for (int i = 0; i < n; i++)
-        free(t[i].pcm);
-    free(t);
 }
 
 /* Greedy output of a session is the same alone and batched with 7 others. */
@@ -446,13 +485,11 @@ TEST(engine_heard_trims_finished_answer)
     CHECK(engine_heard(s, 1 << 30, &heard, &e) == ENGINE_OK);
     CHECK(engine_session_positions(s) == t->t.n_prompt + first_audio + 1);
     /* the next turn builds on what was heard; during it, trimming is refused */
-    CHECK(engine_push_text(s, "and then?", &e) == ENGINE_OK);
-    CHECK(engine_commit(s, &e) == ENGINE_OK);
+    te_ask(s, "and then?");
     CHECK(engine_heard(s, 1, &heard, &e) == ENGINE_ERR_STATE);
     REQUIRE(te_drain(s, t) == 0);
     CHECK(t->n_errors == 0 && t->n_ids > 0);
-    free(t->pcm);
-    free(t);
+    te_turns_free(t, 1);
     engine_close(s);
     engine_destroy(eng);
     free(pcm);
@@ -480,8 +517,7 @@ TEST(engine_set_sampling_between_turns)
     p.max_new = 16;
     CHECK(engine_set_sampling(s, &p, &e) == ENGINE_OK);
     struct te_turn *a = calloc(1, sizeof *a), *b = calloc(1, sizeof *b);
-    CHECK(engine_push_text(s, "hello", &e) == ENGINE_OK);
-    CHECK(engine_commit(s, &e) == ENGINE_OK);
+    te_ask(s, "hello");
     CHECK(engine_set_sampling(s, &p, &e) == ENGINE_ERR_STATE);
     REQUIRE(te_drain(s, a) == 0);
     CHECK(a->n_ids <= 16);
@@ -489,16 +525,13 @@ TEST(engine_set_sampling_between_turns)
     /* a fresh session given the same settings the same way samples the same answer */
     REQUIRE(engine_open(eng, &o, &s, &e) == ENGINE_OK);
     CHECK(engine_set_sampling(s, &p, &e) == ENGINE_OK);
-    CHECK(engine_push_text(s, "hello", &e) == ENGINE_OK);
-    CHECK(engine_commit(s, &e) == ENGINE_OK);
+    te_ask(s, "hello");
     REQUIRE(te_drain(s, b) == 0);
     CHECK(a->n_ids == b->n_ids && memcmp(a->ids, b->ids, (size_t)a->n_ids * 4) == 0);
     engine_close(s);
     engine_destroy(eng);
-    free(a->pcm);
-    free(b->pcm);
-    free(a);
-    free(b);
+    te_turns_free(a, 1);
+    te_turns_free(b, 1);
 }
 
 /* The same seed gives the same sampled answer (audio included). */
@@ -506,7 +539,6 @@ TEST(engine_same_seed)
 {
     if (!te_models())
         return;
-    struct err e;
     struct engine *eng = te_engine(2, 2);
     REQUIRE(eng);
     struct engine_session_options o;
@@ -514,22 +546,10 @@ TEST(engine_same_seed)
     o.sampling.greedy = 0;
     o.sampling.seed = 7;
     struct te_turn *t = calloc(2, sizeof *t);
-    for (int k = 0; k < 2; k++) {
-        struct engine_session *s;
-        REQUIRE(engine_open(eng, &o, &s, &e) == ENGINE_OK);
-        CHECK(engine_push_text(s, "hello", &e) == ENGINE_OK);
-        CHECK(engine_commit(s, &e) == ENGINE_OK);
-        CHECK(te_drain(s, &t[k]) == 0);
-        engine_close(s);
-    }
-    CHECK(t[0].n_ids == t[1].n_ids);
-    CHECK(memcmp(t[0].ids, t[1].ids, 4 * (size_t)t[0].n_ids) == 0);
-    CHECK(t[0].n_pcm == t[1].n_pcm);
-    if (t[0].n_pcm == t[1].n_pcm && t[0].n_pcm)
-        CHECK_ARRAY_NEAR(t[0].pcm, t[1].pcm, t[0].n_pcm, 0);
-    free(t[0].pcm);
-    free(t[1].pcm);
-    free(t);
+    for (int k = 0; k < 2; k++)
+        te_text_turn(eng, &o, "hello", &t[k]);
+    te_same_turns(&t[0], &t[1], 1, 1);
+    te_turns_free(t, 2);
     engine_destroy(eng);
 }
 
@@ -545,11 +565,7 @@ TEST(engine_cancel_truncates)
     struct engine *eng = te_engine(1, 2);
     REQUIRE(eng);
     struct engine_session_options o;
-    te_opts(&o, 400);
-    o.sampling.greedy = 0;
-    o.sampling.temperature = 1.0f;
-    o.sampling.top_k = 0;
-    o.sampling.top_p = 1.0f;
+    te_sampled_opts(&o, 400);
     struct te_turn *t = calloc(1, sizeof *t);
     struct engine_session *s = NULL;
     int meaningful = 0;
@@ -566,14 +582,7 @@ TEST(engine_cancel_truncates)
         CHECK(engine_push_text(s, "more", &e) == ENGINE_ERR_STATE);
         CHECK(engine_commit(s, &e) == ENGINE_ERR_STATE);
         /* wait for the first audio, then say the listener heard 3 tokens' worth of it */
-        struct engine_event ev;
-        int got = 0, done = 0;
-        while (!got && engine_next_event(s, &ev, 10.0)) {
-            got = ev.type == ENGINE_EV_AUDIO || ev.type == ENGINE_EV_TURN_DONE;
-            done = ev.type == ENGINE_EV_TURN_DONE;
-            engine_event_clear(&ev);
-        }
-        if (done)
+        if (te_wait_output(s, 1, 1))
             continue;
         int64_t played = (int64_t)m->hift->hp.hop_total * flow_mel_len(&m->flow->hp, 3) - 1;
         enum engine_status cst = engine_cancel(s, played, &e);
@@ -599,12 +608,11 @@ TEST(engine_cancel_truncates)
     CHECK(meaningful);
     REQUIRE(s);
     /* a second turn after the cancel */
-    CHECK(engine_push_text(s, "again", &e) == ENGINE_OK);
-    CHECK(engine_commit(s, &e) == ENGINE_OK);
+    te_ask(s, "again");
     CHECK(engine_cancel(s, 0, &e) == ENGINE_OK);
     REQUIRE(te_drain(s, t) == 0);
     CHECK(t->reason == ENGINE_DONE_CANCELLED);
-    free(t);
+    te_turns_free(t, 1);
     engine_close(s);
     engine_destroy(eng);
 }
@@ -655,7 +663,7 @@ TEST(engine_limits)
     CHECK(engine_push_audio(b, z, 4, &e) == ENGINE_ERR_STATE);
     o.in_rate = 10;
     CHECK(engine_open(eng, &o, &x, &e) == ENGINE_ERR_INVALID);
-    free(t);
+    te_turns_free(t, 1);
     engine_close(a);
     engine_close(b);
     engine_destroy(eng);
@@ -683,11 +691,9 @@ TEST(engine_history_modes)
             o.history = mode ? ENGINE_HISTORY_RETOKENIZE : ENGINE_HISTORY_KV;
             struct engine_session *s;
             REQUIRE(engine_open(eng, &o, &s, &e) == ENGINE_OK);
-            CHECK(engine_push_text(s, te_texts[max_new % 8], &e) == ENGINE_OK);
-            CHECK(engine_commit(s, &e) == ENGINE_OK);
+            te_ask(s, te_texts[max_new % 8]);
             CHECK(te_drain(s, &t1[mode]) == 0);
-            CHECK(engine_push_text(s, "and then", &e) == ENGINE_OK);
-            CHECK(engine_commit(s, &e) == ENGINE_OK);
+            te_ask(s, "and then");
             CHECK(te_drain(s, &t2[mode]) == 0);
             engine_close(s);
         }
@@ -742,19 +748,14 @@ TEST(engine_history_modes)
     struct engine_session *s;
     REQUIRE(engine_open(eng, &o, &s, &e) == ENGINE_OK);
     for (int i = 0; i < 6; i++) {
-        CHECK(engine_push_text(s, "one more question", &e) == ENGINE_OK);
-        CHECK(engine_commit(s, &e) == ENGINE_OK);
+        te_ask(s, "one more question");
         CHECK(te_drain(s, t1) == 0);
         CHECK(t1->n_errors == 0);
         CHECK(engine_session_positions(s) <= 96);
     }
     engine_close(s);
-    for (int i = 0; i < 2; i++) {
-        free(t1[i].pcm);
-        free(t2[i].pcm);
-    }
-    free(t1);
-    free(t2);
+    te_turns_free(t1, 2);
+    te_turns_free(t2, 2);
     engine_destroy(eng);
 }
 
@@ -816,11 +817,7 @@ TEST(engine_cancel_within_one_step)
     struct engine *eng = te_engine(2, 8);
     REQUIRE(eng);
     struct engine_session_options o;
-    te_opts(&o, 200);
-    o.sampling.greedy = 0;
-    o.sampling.temperature = 1.0f;
-    o.sampling.top_k = 0;
-    o.sampling.top_p = 1.0f;
+    te_sampled_opts(&o, 200);
     o.n_ctx = 512;
     struct te_turn *t = calloc(1, sizeof *t);
     int measured = 0, want = getenv("PARLEY_TEST_QUICK") ? 1 : 2;
@@ -830,17 +827,10 @@ TEST(engine_cancel_within_one_step)
             o.sampling.seed = seed * 8 + (uint64_t)i;
             o.sampling.max_new = i == 0 ? 200 : 40; /* the others: still running at the cancel */
             REQUIRE(engine_open(eng, &o, &ss[i], &e) == ENGINE_OK);
-            CHECK(engine_push_text(ss[i], te_texts[i], &e) == ENGINE_OK);
-            CHECK(engine_commit(ss[i], &e) == ENGINE_OK);
+            te_ask(ss[i], te_texts[i]);
         }
         /* cancel session 0 mid-answer, after 4 transcript or audio events */
-        struct engine_event ev;
-        int got = 0, done = 0;
-        while (got < 4 && !done && engine_next_event(ss[0], &ev, 10.0)) {
-            got += ev.type == ENGINE_EV_TRANSCRIPT || ev.type == ENGINE_EV_AUDIO;
-            done = ev.type == ENGINE_EV_TURN_DONE;
-            engine_event_clear(&ev);
-        }
+        int done = te_wait_output(ss[0], 4, 0);
         enum engine_status cst = done ? ENGINE_ERR_STATE : engine_cancel(ss[0], 0, &e);
         if (!done)
             REQUIRE(te_drain(ss[0], t) == 0);
@@ -868,17 +858,8 @@ TEST(engine_cancel_within_one_step)
     o.sampling.seed = 3;
     o.sampling.max_new = 200;
     REQUIRE(engine_open(eng, &o, &s, &e) == ENGINE_OK);
-    CHECK(engine_push_text(s, "talk for a long time", &e) == ENGINE_OK);
-    CHECK(engine_commit(s, &e) == ENGINE_OK);
-    struct engine_event ev;
-    int got = 0, done = 0;
-    while (!got && engine_next_event(s, &ev, 10.0)) {
-        got = ev.type == ENGINE_EV_TRANSCRIPT || ev.type == ENGINE_EV_AUDIO ||
-              ev.type == ENGINE_EV_TURN_DONE;
-        done = ev.type == ENGINE_EV_TURN_DONE;
-        engine_event_clear(&ev);
-    }
-    if (!done) {
+    te_ask(s, "talk for a long time");
+    if (!te_wait_output(s, 1, 0)) {
         struct engine_stats a, b;
         engine_get_stats(eng, &a);
         enum engine_status cst = engine_cancel(s, 0, &e);
@@ -888,8 +869,7 @@ TEST(engine_cancel_within_one_step)
             CHECK(b.decode_steps - a.decode_steps <= 1);
     }
     engine_close(s);
-    free(t->pcm);
-    free(t);
+    te_turns_free(t, 1);
     engine_destroy(eng);
 }
 

@@ -78,6 +78,46 @@ static int check_close(const float *y, const double *ref, const double *abs_sum,
     return 1;
 }
 
+/* One shape's operands (w, NMAX rows of x, bias) and the outputs the tests compare. */
+struct gb_bufs {
+    uint16_t *w;
+    float *x, *bias, *y1, *y2, *yg;
+    double *ref, *abs_sum;
+    void *scratch;
+};
+
+/* 1 when every buffer was allocated (w, x and bias filled), 0 otherwise (free it anyway). */
+static int gb_alloc(struct gb_bufs *g, int64_t m, int64_t k, int64_t ld)
+{
+    g->w = make_w(m, k, ld);
+    g->x = malloc((size_t)(NMAX * k) * sizeof *g->x);
+    g->bias = malloc((size_t)m * sizeof *g->bias);
+    g->y1 = malloc((size_t)(NMAX * m) * sizeof *g->y1);
+    g->y2 = malloc((size_t)(NMAX * m) * sizeof *g->y2);
+    g->yg = malloc((size_t)(NMAX * m) * sizeof *g->yg);
+    g->ref = malloc((size_t)(NMAX * m) * sizeof *g->ref);
+    g->abs_sum = malloc((size_t)(NMAX * m) * sizeof *g->abs_sum);
+    g->scratch = malloc(gemm_bf16_scratch_bytes(2, k));
+    if (!(g->w && g->x && g->bias && g->y1 && g->y2 && g->yg && g->ref && g->abs_sum && g->scratch))
+        return 0;
+    test_fill_uniform(g->x, NMAX * k, -1.0f, 1.0f);
+    test_fill_uniform(g->bias, m, -1.0f, 1.0f);
+    return 1;
+}
+
+static void gb_free(struct gb_bufs *g)
+{
+    free(g->w);
+    free(g->x);
+    free(g->bias);
+    free(g->y1);
+    free(g->y2);
+    free(g->yg);
+    free(g->ref);
+    free(g->abs_sum);
+    free(g->scratch);
+}
+
 TEST(gemm_bf16_against_reference)
 {
     struct pool *two = pool_create(2);
@@ -87,18 +127,13 @@ TEST(gemm_bf16_against_reference)
     size_t n_shapes = sizeof shapes / sizeof shapes[0] - (quick ? 1 : 0);
     for (size_t si = 0; si < n_shapes; si++) {
         int64_t m = shapes[si].m, k = shapes[si].k, ld = k + 5;
-        uint16_t *w = make_w(m, k, ld);
-        float *x = malloc((size_t)(NMAX * k) * sizeof *x);
-        float *bias = malloc((size_t)m * sizeof *bias);
-        float *y1 = malloc((size_t)(NMAX * m) * sizeof *y1);
-        float *y2 = malloc((size_t)(NMAX * m) * sizeof *y2);
-        float *yg = malloc((size_t)(NMAX * m) * sizeof *yg);
-        double *ref = malloc((size_t)(NMAX * m) * sizeof *ref);
-        double *abs_sum = malloc((size_t)(NMAX * m) * sizeof *abs_sum);
-        void *scratch = malloc(gemm_bf16_scratch_bytes(2, k));
-        REQUIRE(w && x && bias && y1 && y2 && yg && ref && abs_sum && scratch);
-        test_fill_uniform(x, NMAX * k, -1.0f, 1.0f);
-        test_fill_uniform(bias, m, -1.0f, 1.0f);
+        struct gb_bufs g;
+        REQUIRE(gb_alloc(&g, m, k, ld));
+        const uint16_t *w = g.w;
+        const float *x = g.x, *bias = g.bias;
+        float *y1 = g.y1, *y2 = g.y2, *yg = g.yg;
+        double *ref = g.ref, *abs_sum = g.abs_sum;
+        void *scratch = g.scratch;
         for (int with_bias = 0; with_bias <= 1; with_bias++) {
             const float *b = with_bias ? bias : NULL;
             reference(ref, abs_sum, x, w, ld, b, NMAX, m, k);
@@ -137,15 +172,7 @@ TEST(gemm_bf16_against_reference)
                 cpu_set_level(best);
             }
         }
-        free(w);
-        free(x);
-        free(bias);
-        free(y1);
-        free(y2);
-        free(yg);
-        free(ref);
-        free(abs_sum);
-        free(scratch);
+        gb_free(&g);
     }
     pool_free(two);
 }
@@ -271,35 +298,19 @@ TEST(gemm_bf16_rounded_against_reference)
     size_t n_shapes = sizeof shapes / sizeof shapes[0] - (quick ? 1 : 0);
     for (size_t si = 0; si < n_shapes; si++) {
         int64_t m = shapes[si].m, k = shapes[si].k, ld = k + 3;
-        uint16_t *w = make_w(m, k, ld);
-        float *x = malloc((size_t)(NMAX * k) * sizeof *x);
-        float *bias = malloc((size_t)m * sizeof *bias);
-        float *y1 = malloc((size_t)(NMAX * m) * sizeof *y1);
-        float *y2 = malloc((size_t)(NMAX * m) * sizeof *y2);
-        double *ref = malloc((size_t)(NMAX * m) * sizeof *ref);
-        double *abs_sum = malloc((size_t)(NMAX * m) * sizeof *abs_sum);
-        void *scratch = malloc(gemm_bf16_scratch_bytes(2, k));
-        REQUIRE(w && x && bias && y1 && y2 && ref && abs_sum && scratch);
-        test_fill_uniform(x, NMAX * k, -1.0f, 1.0f);
-        test_fill_uniform(bias, m, -1.0f, 1.0f);
+        struct gb_bufs g;
+        REQUIRE(gb_alloc(&g, m, k, ld));
         for (int with_bias = 0; with_bias <= 1; with_bias++) {
-            const float *b = with_bias ? bias : NULL;
-            reference_rounded(ref, abs_sum, x, w, ld, b, NMAX, m, k);
+            const float *b = with_bias ? g.bias : NULL;
+            reference_rounded(g.ref, g.abs_sum, g.x, g.w, ld, b, NMAX, m, k);
             for (int level = CPU_LEVEL_GENERIC; level <= (int)best; level++) {
                 REQUIRE(cpu_set_level((enum cpu_level)level) == 0);
-                check_rounded(w, ld, x, b, ref, abs_sum, m, k, two, scratch, y1, y2,
+                check_rounded(g.w, ld, g.x, b, g.ref, g.abs_sum, m, k, two, g.scratch, g.y1, g.y2,
                               cpu_level_name((enum cpu_level)level));
             }
             cpu_set_level(best);
         }
-        free(w);
-        free(x);
-        free(bias);
-        free(y1);
-        free(y2);
-        free(ref);
-        free(abs_sum);
-        free(scratch);
+        gb_free(&g);
     }
     pool_free(two);
 }

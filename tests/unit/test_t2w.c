@@ -77,23 +77,7 @@ struct tg_models {
     struct gguf_file dec, ref;
     struct flow_model flow;
     struct hift_model hift;
-    int ok;
 };
-
-static void tg_open(struct tg_models *m)
-{
-    struct err e;
-    memset(m, 0, sizeof *m);
-    if (gguf_open(&m->dec, TG_DEC, &e) || gguf_open(&m->ref, TG_REF, &e)) {
-        test_fail(__FILE__, __LINE__, "%s; generate it with `%s`", e.msg, TG_CMD);
-        return;
-    }
-    if (flow_load(&m->flow, &m->dec, &e) || hift_load(&m->hift, &m->dec, &e)) {
-        test_fail(__FILE__, __LINE__, "%s", e.msg);
-        return;
-    }
-    m->ok = 1;
-}
 
 static void tg_close(struct tg_models *m)
 {
@@ -101,6 +85,24 @@ static void tg_close(struct tg_models *m)
     hift_free(&m->hift);
     gguf_close(&m->dec);
     gguf_close(&m->ref);
+}
+
+/* 1 with every model open; 0 (a failure reported, nothing left open) otherwise. */
+static int tg_open(struct tg_models *m)
+{
+    struct err e;
+    memset(m, 0, sizeof *m);
+    if (gguf_open(&m->dec, TG_DEC, &e) || gguf_open(&m->ref, TG_REF, &e)) {
+        test_fail(__FILE__, __LINE__, "%s; generate it with `%s`", e.msg, TG_CMD);
+        tg_close(m);
+        return 0;
+    }
+    if (flow_load(&m->flow, &m->dec, &e) || hift_load(&m->hift, &m->dec, &e)) {
+        test_fail(__FILE__, __LINE__, "%s", e.msg);
+        tg_close(m);
+        return 0;
+    }
+    return 1;
 }
 
 static int64_t tg_ints(const struct gguf_file *f, const char *key, int *out, int64_t max)
@@ -145,11 +147,8 @@ static int tg_run(struct t2w *t, const int *stream, int64_t n, int end_by_user, 
 TEST(t2w_reference_mode_golden)
 {
     struct tg_models m;
-    tg_open(&m);
-    if (!m.ok) {
-        tg_close(&m);
+    if (!tg_open(&m))
         return;
-    }
     int stream[256], cases_n;
     int64_t n = tg_ints(&m.ref, "t2w.stream", stream, 256);
     const struct gguf_kv *cases = gguf_find(&m.ref, "t2w.cases");
@@ -261,11 +260,8 @@ static void tg_clean_run(struct tg_models *m, const int *stream, int64_t n, cons
 TEST(t2w_clean_mode_loses_nothing)
 {
     struct tg_models m;
-    tg_open(&m);
-    if (!m.ok) {
-        tg_close(&m);
+    if (!tg_open(&m))
         return;
-    }
     const int quick = getenv("PARLEY_TEST_QUICK") != NULL;
     int stream[200];
     int64_t n = quick ? 90 : 200, n_audio_ids = 0;
@@ -295,11 +291,8 @@ TEST(t2w_clean_mode_loses_nothing)
 TEST(t2w_prompt_cap_departure)
 {
     struct tg_models m;
-    tg_open(&m);
-    if (!m.ok) {
-        tg_close(&m);
+    if (!tg_open(&m))
         return;
-    }
     const int quick = getenv("PARLEY_TEST_QUICK") != NULL;
     int64_t n = quick ? 80 : 160;
     int stream[160];
