@@ -26,6 +26,7 @@
 #include "log.h"
 #include "vad.h"
 #include "ws/ws.h"
+#include "runtime/clock.h"
 
 #define CHAT_TICK_S  0.05
 #define CHAT_BURST_S 2.0 /* audio allowed ahead of max_audio_rate x real time */
@@ -98,13 +99,6 @@ struct chat_session {
     int too_fast_sent;
     struct chat_limits lim;
 };
-
-static double chat_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* ---- sending ----------------------------------------------------------------------------- */
 
@@ -353,7 +347,7 @@ static int chat_commit_locked(struct chat_session *s, json_t *eid)
     s->cancelled = 0;
     s->turn_audio_s = audio_s;
     s->turn_samples = 0;
-    s->commit_t = chat_now();
+    s->commit_t = clock_seconds();
     s->first_audio_t = -1;
     s->sent_samples = 0;
     s->user_tokens = -1;
@@ -431,7 +425,7 @@ static int64_t chat_playing_estimate(const struct chat_session *s)
 {
     if (s->answering || s->last_turn < 0 || s->first_audio_t < 0)
         return -1;
-    int64_t played = (int64_t)((chat_now() - s->first_audio_t) * s->out_rate);
+    int64_t played = (int64_t)((clock_seconds() - s->first_audio_t) * s->out_rate);
     if (played >= s->sent_samples)
         return -1;
     int vr = s->svc->voice_rate ? s->svc->voice_rate : 22050;
@@ -503,7 +497,7 @@ static void chat_backlog_check(struct chat_session *s)
 static void chat_rate_check(struct chat_session *s, int64_t n)
 {
     int max_rate = s->lim.max_rate;
-    double t = chat_now();
+    double t = clock_seconds();
     if (s->t_first_audio <= 0)
         s->t_first_audio = t;
     s->audio_in_s += (double)n / s->in_rate;
@@ -688,7 +682,7 @@ static void chat_text(struct chat_session *s, json_t *m, json_t *eid)
         s->answering = 1;
         s->cancelled = 0;
         s->turn_audio_s = 0;
-        s->commit_t = chat_now();
+        s->commit_t = clock_seconds();
         s->first_audio_t = -1;
         s->sent_samples = 0;
         s->user_tokens = -1;
@@ -781,7 +775,7 @@ static void chat_control(struct chat_session *s, json_t *m)
 void chat_session_message(struct chat_session *s, int binary, const void *data, size_t len)
 {
     pthread_mutex_lock(&s->mu);
-    s->t_last_rx = chat_now();
+    s->t_last_rx = clock_seconds();
     pthread_mutex_unlock(&s->mu);
     if (binary) {
         if (!s->started) {
@@ -827,7 +821,7 @@ static int chat_send_paced(struct chat_session *s, const void *data, size_t len)
     while (s->io.queued(s->io.ctx) > max) {
         if (atomic_load(&s->stop))
             return -1;
-        double t = chat_now();
+        double t = clock_seconds();
         if (since < 0)
             since = t;
         if (t - since > slow) {
@@ -911,7 +905,7 @@ static int chat_out_audio(struct chat_session *s, const float *pcm, int64_t n, i
     if (m > 0) {
         pthread_mutex_lock(&s->mu);
         if (s->first_audio_t < 0)
-            s->first_audio_t = chat_now();
+            s->first_audio_t = clock_seconds();
         int cancelled = s->cancelled;
         pthread_mutex_unlock(&s->mu);
         if (!cancelled)
@@ -956,7 +950,7 @@ static void chat_turn_done(struct chat_session *s, struct engine_event *ev)
     int r = (int)ev->reason >= 0 && (int)ev->reason < 5 ? (int)ev->reason : 4;
     double first_audio = s->first_audio_t >= 0 ? s->first_audio_t - s->commit_t : -1;
     /* total: until this message, so that it covers the audio sent after the engine's end */
-    double total = chat_now() - s->commit_t;
+    double total = clock_seconds() - s->commit_t;
     json_t *j =
         json_pack("{s:s,s:i,s:s,s:s%,s:I,s:I,s:{s:I,s:I,s:I},s:{s:o,s:o,s:o,s:o,s:o}}", "type",
                   "turn.done", "turn", ev->turn, "reason", reasons[r], "text",
@@ -1044,7 +1038,7 @@ static void chat_event(struct chat_session *s, struct engine_event *ev)
 static void chat_timers(struct chat_session *s)
 {
     struct chat_limits lim;
-    double t = chat_now();
+    double t = clock_seconds();
     pthread_mutex_lock(&s->mu);
     chat_refresh_limits(s);
     lim = s->lim;
@@ -1089,7 +1083,7 @@ static void *chat_pump(void *arg)
             struct timespec ts = { 0, (long)(CHAT_TICK_S * 1e9) };
             nanosleep(&ts, NULL);
         }
-        double t = chat_now();
+        double t = clock_seconds();
         if (t >= next_timer) {
             chat_timers(s);
             next_timer = t + 0.2;
@@ -1140,7 +1134,7 @@ struct chat_session *chat_session_open(struct service *svc, const struct chat_io
     s->trim_pending = -1;
     memcpy(s->id, id, sizeof id);
     pthread_mutex_init(&s->mu, NULL);
-    s->t_start = s->t_last_rx = chat_now();
+    s->t_start = s->t_last_rx = clock_seconds();
     s->first_audio_t = -1;
     s->in_rate = s->out_rate = 48000;
     chat_refresh_limits(s);

@@ -10,6 +10,7 @@
 #include "lm/lm.h"
 #include "lm/sampler.h"
 #include "text/bpe.h"
+#include "runtime/clock.h"
 
 static const char generate_usage[] =
     "usage: parley generate --model LM.gguf (--text TEXT | --ids ID,ID,...) [options]\n\n"
@@ -24,13 +25,6 @@ static const char generate_usage[] =
     "  --kv f32|f16|bf16   KV cache type (f32)\n"
     "  --print-ids         print only the generated ids, comma-separated, on one line of\n"
     "                      stdout (the streamed text goes to stderr)\n";
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static int parse_float(const char *s, float *out)
 {
@@ -183,10 +177,10 @@ int cmd_generate(int argc, char **argv)
     }
 
     FILE *stream = print_ids ? stderr : stdout;
-    double t0 = now_s();
+    double t0 = clock_seconds();
     if (lm_prefill(&r, &c, prompt.v, prompt.n, logits, &e) != 0)
         goto fail;
-    double t1 = now_s();
+    double t1 = clock_seconds();
     struct bpe_stream bs = { { 0 }, 0 };
     int in_audio = 0;
     const char *why = "max-new reached";
@@ -231,7 +225,7 @@ int cmd_generate(int argc, char **argv)
     bpe_stream_flush(&bs, &out, &e);
     fwrite(out.v, 1, out.n, stream);
     fputs(in_audio ? "]\n" : "\n", stream);
-    double t2 = now_s();
+    double t2 = clock_seconds();
     if (print_ids) {
         for (int64_t i = 0; i < gen.n; i++)
             printf(i ? ",%d" : "%d", gen.v[i]);

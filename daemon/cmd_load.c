@@ -30,6 +30,7 @@
 #include "audio/codec.h"
 #include "audio/wav.h"
 #include "cmd.h"
+#include "runtime/clock.h"
 
 #define LOAD_MAX_N    256
 #define LOAD_MAX_RUNS 8
@@ -58,13 +59,6 @@ struct load_daemon {
     int http, ws;
     char url[128];
 };
-
-static double load_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
 
 static void load_sleep_ms(double ms)
 {
@@ -196,7 +190,7 @@ static int load_daemon_start(struct load_daemon *d, const struct load_opts *o, c
         execl(exe, exe, "--config", conf, (char *)NULL);
         _exit(127);
     }
-    for (double end = load_now_ms() + LOAD_WAIT_MS; load_now_ms() < end; load_sleep_ms(20)) {
+    for (double end = clock_ms() + LOAD_WAIT_MS; clock_ms() < end; load_sleep_ms(20)) {
         if (load_get_status(d->http, "/readyz") == 200) {
             snprintf(d->url, sizeof d->url, "ws://127.0.0.1:%d/v1/chat", d->ws);
             return 0;
@@ -221,7 +215,7 @@ static void load_daemon_stop(struct load_daemon *d)
         return;
     kill(d->pid, SIGTERM);
     int st;
-    for (double end = load_now_ms() + LOAD_WAIT_MS; load_now_ms() < end; load_sleep_ms(20))
+    for (double end = clock_ms() + LOAD_WAIT_MS; clock_ms() < end; load_sleep_ms(20))
         if (waitpid(d->pid, &st, WNOHANG) != 0)
             return; /* gone (or not ours any more) */
     kill(d->pid, SIGKILL);
@@ -343,17 +337,17 @@ static void load_report(const struct load_opts *o, int n, struct load_result *r)
 /* ---- per-frame overhead --------------------------------------------------------------- */
 
 /* med = the median over 9 runs of the microseconds one `body` takes (reps calls in all). */
-#define LOAD_TIME(med, reps, body)                                  \
-    do {                                                            \
-        double runs_[9];                                            \
-        for (int r_ = 0; r_ < 9; r_++) {                            \
-            double t0_ = load_now_ms();                             \
-            for (int i_ = 0; i_ < (reps) / 9; i_++) {               \
-                body;                                               \
-            }                                                       \
-            runs_[r_] = (load_now_ms() - t0_) * 1e3 / ((reps) / 9); \
-        }                                                           \
-        med = load_quantile(runs_, 9, 0.5);                         \
+#define LOAD_TIME(med, reps, body)                               \
+    do {                                                         \
+        double runs_[9];                                         \
+        for (int r_ = 0; r_ < 9; r_++) {                         \
+            double t0_ = clock_ms();                             \
+            for (int i_ = 0; i_ < (reps) / 9; i_++) {            \
+                body;                                            \
+            }                                                    \
+            runs_[r_] = (clock_ms() - t0_) * 1e3 / ((reps) / 9); \
+        }                                                        \
+        med = load_quantile(runs_, 9, 0.5);                      \
     } while (0)
 
 /* A WebSocket header for a server frame (not masked), as RFC 6455 lays it out. */

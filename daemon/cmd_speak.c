@@ -23,6 +23,7 @@
 #include "voice/hift.h"
 #include "voice/t2w.h"
 #include "voice/voicefile.h"
+#include "runtime/clock.h"
 
 #define SPEAK_MAX_TOKENS 20000
 
@@ -34,13 +35,6 @@ static void speak_usage(FILE *out)
             "                    [--mel-out FILE] [--noise FILE] [--threads N] [--float]\n"
             "  SCHEDULE: paper (10,20), main (25,50,100,150,200), aligned (10,20,40) or a list\n"
             "  --prompt-cap: clean mode's prompt tokens per call (default 100, 0 = all)\n");
-}
-
-static double speak_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
 static int speak_parse_tokens(const char *s, int32_t **out, int64_t *n)
@@ -176,7 +170,7 @@ int cmd_speak(int argc, char **argv)
     int rc = 1;
     float *wave = NULL, *mel = NULL, *noise = NULL;
     int64_t n_wave = 0, T = flow_mel_len(&fm.hp, n_tok);
-    double t0 = speak_now();
+    double t0 = clock_seconds();
     if (!stream) {
         struct flow_state fs;
         struct hift_state hs;
@@ -203,7 +197,7 @@ int cmd_speak(int argc, char **argv)
         int frc = flow_inference(&fm, &fs, pool, mel, &n_out, tok, n_tok, NULL, 0, NULL, 0, noise,
                                  NULL, NULL, &e);
         flow_state_free(&fs);
-        double t1 = speak_now();
+        double t1 = clock_seconds();
         if (frc || hift_state_init(&hs, &hm, T, &e)) {
             fprintf(stderr, "parley: %s\n", e.msg);
             goto done;
@@ -215,7 +209,7 @@ int cmd_speak(int argc, char **argv)
             goto done;
         }
         n_wave = T * hm.hp.hop_total;
-        double t2 = speak_now();
+        double t2 = clock_seconds();
         fprintf(stderr,
                 "speak: %lld tokens -> %lld frames -> %.2f s of audio; flow %.3f s, "
                 "HiFT %.3f s\n",
@@ -233,7 +227,7 @@ int cmd_speak(int argc, char **argv)
         }
         wave = malloc(sizeof(float) * (size_t)((T + 64) * hm.hp.hop_total));
         for (int64_t i = 0; wave && i <= n_tok; i++) {
-            double c0 = speak_now();
+            double c0 = clock_seconds();
             int r = i < n_tok ? t2w_push_audio(&t, tok[i], &e) : t2w_end(&t, 1, &e);
             if (r) {
                 fprintf(stderr, "parley: speak: %s\n", e.msg);
@@ -245,7 +239,7 @@ int cmd_speak(int argc, char **argv)
                 n_wave += t.n_out;
                 fprintf(stderr, "speak: chunk after token %lld: %lld samples (%.3f s) in %.3f s\n",
                         (long long)i, (long long)t.n_out, (double)t.n_out / hm.hp.sample_rate,
-                        speak_now() - c0);
+                        clock_seconds() - c0);
             }
         }
         if (mel_out) {
@@ -257,7 +251,7 @@ int cmd_speak(int argc, char **argv)
         }
         fprintf(stderr, "speak: %lld tokens, %lld calls, %.2f s of audio in %.3f s (%s mode)\n",
                 (long long)n_tok, (long long)t.n_calls, (double)n_wave / hm.hp.sample_rate,
-                speak_now() - t0, mode);
+                clock_seconds() - t0, mode);
         t2w_free(&t);
         if (!wave)
             goto done;

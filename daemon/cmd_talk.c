@@ -23,6 +23,7 @@
 #include "audio/wav.h"
 #include "cmd.h"
 #include "voice/voicefile.h"
+#include "runtime/clock.h"
 
 #define TALK_MAX_TURNS     32
 #define TALK_MAX_WAV_BYTES (256u << 20)
@@ -111,13 +112,6 @@ struct talk {
     int finished, rc, hung_up, close_code;
     char close_reason[128];
 };
-
-static double talk_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
 
 /* ws://HOST[:PORT][/PATH] or wss://... into o. */
 static int talk_parse_url(struct talk_opts *o, const char *url)
@@ -293,7 +287,7 @@ static void talk_pace_cb(lws_sorted_usec_list_t *sul)
 static void talk_begin_turn(struct talk *t)
 {
     struct talk_input *in = &t->in[t->turn];
-    t->t_start = talk_now();
+    t->t_start = clock_ms();
     t->t_end = t->t_committed = t->t_first_audio = t->t_first_delta = 0;
     t->n_pcm = t->n_got = 0;
     t->underruns = t->cancel_sent = t->n_deltas = 0;
@@ -334,7 +328,7 @@ static int talk_write(struct talk *t, const void *p, size_t len, enum lws_write_
 /* One message per writeable callback: control messages first, then audio when it is due. */
 static int talk_writeable(struct talk *t)
 {
-    double now = talk_now();
+    double now = clock_ms();
     if (t->n_ctl > 0) {
         char *s = t->ctl[0];
         enum talk_ctl kind = t->ctl_kind[0];
@@ -346,7 +340,7 @@ static int talk_writeable(struct talk *t)
         if (r != 0)
             return -1;
         if (kind == TALK_CTL_COMMIT || kind == TALK_CTL_TEXT)
-            t->t_end = talk_now();
+            t->t_end = clock_ms();
     } else if (t->sending) {
         const struct talk_input *in = &t->in[t->turn];
         double due = t->audio_t0 + 20.0 * t->next_msg;
@@ -359,7 +353,7 @@ static int talk_writeable(struct talk *t)
         if (talk_write(t, in->buf + in->off[i], in->off[i + 1] - in->off[i], LWS_WRITE_BINARY) != 0)
             return -1;
         if (t->next_msg == in->n_speech && t->o->vad)
-            t->t_end = talk_now(); /* end of speech: the listener stops talking here */
+            t->t_end = clock_ms(); /* end of speech: the listener stops talking here */
         if (t->next_msg == in->n) {
             t->sending = 0;
             if (!t->o->vad)
@@ -416,7 +410,7 @@ static void talk_audio(struct talk *t, const uint8_t *p, size_t len)
 {
     if (t->turn >= t->n_turns)
         return;
-    double now = talk_now();
+    double now = clock_ms();
     int cap = t->o->out_rate * 120 / 1000;
     int64_t n;
     struct err e;
@@ -636,13 +630,13 @@ static void talk_text(struct talk *t, const char *p, size_t len)
         return;
     }
     if (t->o->verbose)
-        fprintf(stderr, "talk: +%.1f ms: %.*s\n", talk_now() - t->t_start,
+        fprintf(stderr, "talk: +%.1f ms: %.*s\n", clock_ms() - t->t_start,
                 (int)(len < 300 ? len : 300), p);
     if (strcmp(type, "session.started") == 0) {
         if (t->n_turns > 0)
             talk_begin_turn(t);
     } else if (strcmp(type, "input.committed") == 0) {
-        t->t_committed = talk_now();
+        t->t_committed = clock_ms();
         if (t->sending && t->next_msg >= t->in[t->turn].n_speech) {
             t->sending = 0; /* the VAD heard the end: the rest of the silence would only be
                              * kept for the next turn */
@@ -651,7 +645,7 @@ static void talk_text(struct talk *t, const char *p, size_t len)
     } else if (strcmp(type, "transcript.delta") == 0) {
         const char *s = json_string_value(json_object_get(j, "text"));
         if (!t->t_first_delta)
-            t->t_first_delta = talk_now();
+            t->t_first_delta = clock_ms();
         if (!t->o->json && t->n_deltas == 0)
             printf("turn %d: ", t->turn);
         t->n_deltas++;
@@ -687,7 +681,7 @@ static void talk_barge_cb(lws_sorted_usec_list_t *sul)
     if (t->turn >= t->n_turns || !t->wsi)
         return;
     t->cancel_sent = 1;
-    t->played_at_cancel = talk_played(t, talk_now());
+    t->played_at_cancel = talk_played(t, clock_ms());
     talk_send_json(t,
                    json_pack("{s:s, s:I}", "type", "response.cancel", "played_samples",
                              (json_int_t)t->played_at_cancel),
@@ -717,7 +711,7 @@ static void talk_deadline_cb(lws_sorted_usec_list_t *sul)
 static void talk_first_audio(struct talk *t)
 {
     if (t->o->verbose)
-        fprintf(stderr, "talk: +%.1f ms: first audio of turn %d\n", talk_now() - t->t_start,
+        fprintf(stderr, "talk: +%.1f ms: first audio of turn %d\n", clock_ms() - t->t_start,
                 t->turn);
     int last = t->n_turns > 1 && t->turn == t->n_turns - 1;
     if (t->o->barge_ms >= 0 && !last)
@@ -768,7 +762,7 @@ static int talk_callback(struct lws *wsi, enum lws_callback_reasons reason, void
         break;
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
         t->wsi = wsi;
-        t->t_start = talk_now();
+        t->t_start = clock_ms();
         talk_send_json(t, talk_session_start(t->o), TALK_CTL_OTHER);
         break;
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:

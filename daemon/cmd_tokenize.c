@@ -22,16 +22,10 @@
 #include "cmd.h"
 #include "runtime/pool.h"
 #include "speech/stok.h"
+#include "runtime/clock.h"
 
 #define TOKENIZE_MAX_BYTES ((size_t)1 << 30)
 #define TOKENIZE_RAW_MAX_S 3600.0 /* longest raw stream (sizes the token array) */
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void usage(FILE *out)
 {
@@ -224,7 +218,7 @@ int cmd_tokenize(int argc, char **argv)
     struct err e;
     struct stok_model m;
     struct wav_audio a;
-    double t0 = now_s();
+    double t0 = clock_seconds();
     if (stok_load(&m, model, &e)) {
         fprintf(stderr, "parley: %s\n", e.msg);
         stok_free(&m);
@@ -244,7 +238,7 @@ int cmd_tokenize(int argc, char **argv)
         stok_free(&m);
         return 1;
     }
-    double t1 = now_s();
+    double t1 = clock_seconds();
     int32_t *tokens = NULL;
     int64_t n = 0;
     int rc = 0;
@@ -274,7 +268,7 @@ int cmd_tokenize(int argc, char **argv)
         if (s.m)
             stok_stream_free(&s);
     }
-    double t2 = now_s();
+    double t2 = clock_seconds();
     if (rc) {
         fprintf(stderr, "parley: %s: %s\n", input, e.msg);
     } else {

@@ -42,6 +42,7 @@
 #include "speech/stok.h"
 #include "voice/flow.h"
 #include "voice/hift.h"
+#include "runtime/clock.h"
 
 #ifndef PARLEYD_VERSION
 #define PARLEYD_VERSION "0.1.0"
@@ -117,13 +118,6 @@ struct parleyd {
     struct metric *m_ready, *m_draining, *m_sessions_max, *m_reloads_ok, *m_reloads_failed,
         *m_http[5];
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* http.web_root, or where the client's files are when it is empty: BINDIR/../share/parley/web
  * (make install), else BINDIR/../web or BINDIR/../../web (build/parleyd, build/NAME/parleyd
@@ -251,7 +245,7 @@ static long long file_size(const char *path)
 static int parleyd_load_one(struct parleyd *d, int which, struct err *e)
 {
     const char *paths[MODEL_N] = { d->cfg.lm, d->cfg.tokenizer, d->cfg.decoder };
-    double t0 = now_s();
+    double t0 = clock_seconds();
     int rc = 0;
     switch (which) {
     case MODEL_LM:
@@ -272,7 +266,7 @@ static int parleyd_load_one(struct parleyd *d, int which, struct err *e)
     if (rc)
         return err_prefix(e, "models.%s", model_names[which]);
     d->loaded[which] = 1;
-    d->load_s[which] = now_s() - t0;
+    d->load_s[which] = clock_seconds() - t0;
     d->file_bytes[which] = file_size(paths[which]);
     log_info("loaded %s model %s (%.1f MiB) in %.2f s", model_names[which], paths[which],
              (double)d->file_bytes[which] / (1 << 20), d->load_s[which]);
@@ -458,7 +452,7 @@ static int parleyd_warmup(struct parleyd *d, struct err *e)
         r = r * 1664525u + 1013904223u;
         pcm[i] = ((float)(r >> 8) / (float)(1u << 24) - 0.5f) * 0.01f;
     }
-    double t0 = now_s();
+    double t0 = clock_seconds();
     int rc =
         engine_push_audio(s, pcm, N, e) == ENGINE_OK && engine_commit(s, e) == ENGINE_OK ? 0 : -1;
     struct engine_event ev;
@@ -468,7 +462,7 @@ static int parleyd_warmup(struct parleyd *d, struct err *e)
             done = 1;
             log_info("warm-up: %lld text + %lld audio tokens, first audio %s%.0f ms, %.2f s",
                      (long long)ev.t.n_text, (long long)ev.t.n_audio,
-                     ev.t.first_pcm < 0 ? "none " : "", ev.t.first_pcm * 1e3, now_s() - t0);
+                     ev.t.first_pcm < 0 ? "none " : "", ev.t.first_pcm * 1e3, clock_seconds() - t0);
         } else if (ev.type == ENGINE_EV_ERROR) {
             rc = err_set(e, "warm-up: %s", ev.text ? ev.text : "engine error");
         }
@@ -520,7 +514,7 @@ static void parleyd_reload(struct parleyd *d)
 static void parleyd_watchdog(struct parleyd *d, double *next)
 {
     uint64_t usec = notify_watchdog_usec();
-    double t = now_s();
+    double t = clock_seconds();
     if (!usec || t < *next)
         return;
     struct engine_stats st;
@@ -546,8 +540,8 @@ static void parleyd_drain(struct parleyd *d, double *next_wd)
              d->cfg.drain_timeout);
     http_quiesce(d->http);
     chat_server_drain(d->ws, d->cfg.drain_timeout);
-    double deadline = now_s() + d->cfg.drain_timeout;
-    while (atomic_load(&d->svc.sessions) > 0 && now_s() < deadline) {
+    double deadline = clock_seconds() + d->cfg.drain_timeout;
+    while (atomic_load(&d->svc.sessions) > 0 && clock_seconds() < deadline) {
         struct timespec ts = { 0, POLL_MS * 1000000L };
         nanosleep(&ts, NULL);
         parleyd_watchdog(d, next_wd);
@@ -695,11 +689,11 @@ int main(int argc, char **argv)
              v6 ? "]" : "", http_port(d.http));
     notify_ready("ready: 0 sessions");
 
-    double next_wd = 0, next_status = now_s() + STATUS_EVERY_S;
+    double next_wd = 0, next_status = clock_seconds() + STATUS_EVERY_S;
     while (!sig_stop) {
         struct timespec ts = { 0, POLL_MS * 1000000L };
         nanosleep(&ts, NULL);
-        double t = now_s();
+        double t = clock_seconds();
         parleyd_watchdog(&d, &next_wd);
         if (sig_reload) {
             sig_reload = 0;

@@ -18,6 +18,7 @@
 #include "audio/oggopus.h"
 #include "audio/wav.h"
 #include "log.h"
+#include "runtime/clock.h"
 
 #define QA_POLL_S        0.05 /* engine event wait between checks of the client */
 #define QA_CANCEL_WAIT_S 5.0  /* after a cancel, how long to wait for TURN_DONE */
@@ -55,13 +56,6 @@ static int qa_fail(struct qa_error *q, int status, const char *type, const char 
     vsnprintf(q->msg, sizeof q->msg, fmt, ap);
     va_end(ap);
     return -1;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /* ---- base64 ---------------------------------------------------------------------------- */
@@ -388,7 +382,7 @@ static int qa_parse_json(struct qa_question *qq, struct qa_options *o, const str
 static int qa_parse(struct qa_question *qq, struct qa_options *o, enum qa_out *out,
                     const struct http_call *c, const struct service *svc, struct qa_error *q)
 {
-    double t0 = now_s();
+    double t0 = clock_seconds();
     struct engine_session_options dflt;
     engine_session_options_default(&dflt);
     memset(o, 0, sizeof *o);
@@ -450,7 +444,7 @@ static int qa_parse(struct qa_question *qq, struct qa_options *o, enum qa_out *o
                        "text/event-stream");
     if ((*out == QA_OUT_WAV || *out == QA_OUT_OGG) && !svc->voice_rate)
         return qa_fail(q, 406, "not_acceptable", "this server has no voice decoder: no audio");
-    qq->decode_ms = (now_s() - t0) * 1e3;
+    qq->decode_ms = (clock_seconds() - t0) * 1e3;
     return 0;
 }
 
@@ -530,7 +524,7 @@ static void qa_sse(struct qa_turn *t, const char *name, json_t *j)
         t->failed = 1;
     } else {
         t->sse_n += (size_t)sprintf(t->sse + t->sse_n, "event: %s\ndata: %s\n\n", name, text);
-        t->sse_last = now_s();
+        t->sse_last = clock_seconds();
     }
     free(text);
 }
@@ -694,11 +688,11 @@ static int qa_check_peer(struct qa_turn *t)
 {
     if (!t->cancelled && http_peer_gone(&t->peer)) {
         t->cancelled = 1;
-        t->cancel_deadline = now_s() + QA_CANCEL_WAIT_S;
+        t->cancel_deadline = clock_seconds() + QA_CANCEL_WAIT_S;
         engine_cancel(t->s, t->n_pcm, NULL);
         log_info("rest session=%s: client gone, answer cancelled", t->id);
     }
-    return t->cancelled && now_s() > t->cancel_deadline;
+    return t->cancelled && clock_seconds() > t->cancel_deadline;
 }
 
 /* Frees the session (cancelling what still runs) and the turn: the one place a REST session
@@ -710,7 +704,8 @@ static void qa_turn_free(struct qa_turn *t)
             if (!t->cancelled)
                 engine_cancel(t->s, t->n_pcm, NULL);
             t->out = QA_OUT_JSON; /* no more streaming */
-            for (double end = now_s() + QA_CANCEL_WAIT_S; !t->have_done && now_s() < end;)
+            for (double end = clock_seconds() + QA_CANCEL_WAIT_S;
+                 !t->have_done && clock_seconds() < end;)
                 qa_pump(t, QA_POLL_S);
         }
         engine_close(t->s);
@@ -842,10 +837,10 @@ static ssize_t qa_stream_read(void *ctx, char *buf, size_t max)
             return HTTP_STREAM_ERROR;
         if (t->cancelled) /* nobody to send to: only wait for the turn's end */
             qa_pump(t, QA_POLL_S);
-        else if (!qa_pump(t, QA_POLL_S) && now_s() - t->sse_last > QA_KEEPALIVE_S &&
+        else if (!qa_pump(t, QA_POLL_S) && clock_seconds() - t->sse_last > QA_KEEPALIVE_S &&
                  !qa_grow((void **)&t->sse, &t->sse_cap, 16, 1)) {
             t->sse_n = (size_t)sprintf(t->sse, ": keep-alive\n\n");
-            t->sse_last = now_s();
+            t->sse_last = clock_seconds();
         }
         if (t->cancelled)
             t->sse_n = 0;

@@ -25,8 +25,7 @@
 #define TD_TOK_PATH   TD_GOLDEN_DIR "/stok_a.gguf"
 #define TD_DEC_PATH   TD_GOLDEN_DIR "/voice_decoder.gguf"
 
-/* Monotonic milliseconds; a sleep of ms. */
-double td_now_ms(void);
+/* A sleep of ms (the clock: runtime/clock.h). */
 void td_sleep_ms(int ms);
 /* PARLEY_TEST_QUICK is set (the sanitizer runs): shorter work. */
 int td_quick(void);

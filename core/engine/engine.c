@@ -49,6 +49,7 @@
 #include <time.h>
 
 #include "lm/chat.h"
+#include "runtime/clock.h"
 
 enum sess_state { S_IDLE, S_TOKENIZE, S_PREFILL, S_GEN, S_FINISH };
 
@@ -142,13 +143,6 @@ struct engine {
     int sample_rate;
     int32_t mask_from;
 };
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 const char *engine_status_name(enum engine_status s)
 {
@@ -313,7 +307,7 @@ static void ev_error(struct engine_session *s, enum engine_status st, const char
 
 static double since_commit(const struct engine_session *s)
 {
-    return now_s() - s->t_commit;
+    return clock_seconds() - s->t_commit;
 }
 
 /* ---- small growable arrays ------------------------------------------------------------- */
@@ -606,7 +600,7 @@ enum engine_status engine_commit(struct engine_session *s, struct err *e)
     } else {
         s->state = S_TOKENIZE;
         s->last_open = 0;
-        s->t_commit = now_s();
+        s->t_commit = clock_seconds();
         s->cancel_req = 0;
         s->n_steps = 0;
         s->cancel_step = -1;
@@ -791,7 +785,7 @@ void engine_get_stats(struct engine *eng, struct engine_stats *st)
     st->decode_steps = eng->steps;
     st->decode_rows = eng->rows;
     st->max_batch_seen = eng->max_batch_seen;
-    st->lm_pass_seconds = eng->pass_start > 0 ? now_s() - eng->pass_start : 0;
+    st->lm_pass_seconds = eng->pass_start > 0 ? clock_seconds() - eng->pass_start : 0;
     pthread_mutex_unlock(&eng->mu);
 }
 
@@ -901,7 +895,7 @@ static void *lm_main(void *arg)
         }
         if (nb > eng->max_batch_seen)
             eng->max_batch_seen = nb;
-        eng->pass_start = now_s();
+        eng->pass_start = clock_seconds();
         pthread_mutex_unlock(&eng->mu);
 
         /* one block of the oldest prompt (first, so that when it is the last block its first
@@ -909,7 +903,7 @@ static void *lm_main(void *arg)
         int pre_rc = 0, pre_last = 0;
         int32_t pre_id = 0;
         if (pre) {
-            double t0 = now_s();
+            double t0 = clock_seconds();
             int64_t k = pre->prompt.n - pre->n_prefilled;
             if (k > eng->runner.max_rows)
                 k = eng->runner.max_rows;
@@ -922,10 +916,10 @@ static void *lm_main(void *arg)
                 pre_id = sampler_sample(&pre->smp, eng->logits);
                 sampler_accept(&pre->smp, pre_id);
             }
-            pre->lm_s += now_s() - t0;
+            pre->lm_s += clock_seconds() - t0;
         }
         int dec_rc = 0;
-        double t1 = now_s();
+        double t1 = clock_seconds();
         if (nb > 0) {
             dec_rc =
                 lm_forward(&eng->runner, eng->caches, eng->ids, eng->ones, nb, eng->logits, &e);
@@ -934,7 +928,7 @@ static void *lm_main(void *arg)
                 sampler_accept(&eng->batch[i]->smp, eng->picked[i]);
             }
         }
-        double dt = nb > 0 ? (now_s() - t1) / nb : 0;
+        double dt = nb > 0 ? (clock_seconds() - t1) / nb : 0;
 
         pthread_mutex_lock(&eng->mu);
         eng->pass_start = 0;
@@ -1127,10 +1121,10 @@ static void finish_turn(struct engine *eng, struct engine_session *s)
 
     /* the tail: whatever ended the answer, flush the decoder (clean mode) */
     int rc = 0;
-    double t0 = now_s();
+    double t0 = clock_seconds();
     if (s->have_t2w && !cancelled && reason != ENGINE_DONE_ERROR && s->n_gen > 0)
         rc = t2w_end(&s->t2w, by_user, &e);
-    double tv = now_s() - t0;
+    double tv = clock_seconds() - t0;
     /* the ids kept in history */
     int64_t kept = s->n_gen, heard = -1;
     if (kept > 0 && lm_is_stop(hp, s->gen[kept - 1]))
@@ -1180,7 +1174,7 @@ static void finish_turn(struct engine *eng, struct engine_session *s)
         }
         ev_push(s, ev);
         if (s->n_pcm_out == 0) {
-            s->t_first_pcm = now_s();
+            s->t_first_pcm = clock_seconds();
             s->tm.first_pcm = since_commit(s);
             first_pcm_compute(s);
         }
@@ -1236,7 +1230,7 @@ static void prompt_turn(struct engine *eng, struct engine_session *s)
     pthread_mutex_unlock(&eng->mu);
 
     enum engine_status st = ENGINE_OK;
-    double t0 = now_s();
+    double t0 = clock_seconds();
     if (!text) {
         st = ENGINE_ERR_MEMORY;
         err_set(&e, "engine: out of memory");
@@ -1244,7 +1238,7 @@ static void prompt_turn(struct engine *eng, struct engine_session *s)
                (run_stok(eng, s, pcm, n, &e) != 0 || stok_stream_finish(&s->stok, &e) != 0)) {
         st = ENGINE_ERR_MODEL;
     }
-    double t1 = now_s();
+    double t1 = clock_seconds();
     if (st == ENGINE_OK)
         st = build_prompt(eng, s, audio, text, &e);
     free(pcm);
@@ -1285,7 +1279,7 @@ static void voice_step(struct engine *eng, struct engine_session *s)
     int64_t from = s->aq_out, to = s->aq_in;
     s->voice_busy = 1;
     pthread_mutex_unlock(&eng->mu);
-    double t0 = now_s();
+    double t0 = clock_seconds();
     int rc = 0;
     int64_t i = from;
     while (i < to && rc == 0) {
@@ -1294,7 +1288,7 @@ static void voice_step(struct engine *eng, struct engine_session *s)
         if (rc == 0 && s->t2w.n_out > 0)
             break;
     }
-    double dt = now_s() - t0;
+    double dt = clock_seconds() - t0;
     pthread_mutex_lock(&eng->mu);
     s->voice_busy = 0;
     s->voice_s += dt;
@@ -1313,7 +1307,7 @@ static void voice_step(struct engine *eng, struct engine_session *s)
         }
         ev_push(s, ev);
         if (s->n_pcm_out == 0) {
-            s->t_first_pcm = now_s();
+            s->t_first_pcm = clock_seconds();
             s->tm.first_pcm = since_commit(s);
             first_pcm_compute(s);
         }
@@ -1332,7 +1326,7 @@ static void *worker_main(void *arg)
     int w = eng->worker_seq++;
     struct pool *pool = eng->voice_pools ? eng->voice_pools[w] : NULL;
     while (!eng->stop) {
-        double now = now_s(), best_dl = 0;
+        double now = clock_seconds(), best_dl = 0;
         struct engine_session *best = NULL;
         enum job best_job = JOB_NONE;
         for (struct engine_session *s = eng->sessions; s; s = s->next) {
@@ -1362,9 +1356,9 @@ static void *worker_main(void *arg)
             s->n_in = s->cap_in = 0;
             s->voice_busy = 1;
             pthread_mutex_unlock(&eng->mu);
-            double t0 = now_s();
+            double t0 = clock_seconds();
             int rc = run_stok(eng, s, pcm, n, &e);
-            double dt = now_s() - t0;
+            double dt = clock_seconds() - t0;
             free(pcm);
             pthread_mutex_lock(&eng->mu);
             s->voice_busy = 0;

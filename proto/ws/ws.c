@@ -10,6 +10,7 @@
  */
 #include "ws/ws.h"
 #include "http/http.h"
+#include "runtime/clock.h"
 
 #include <libwebsockets.h>
 #include <pthread.h>
@@ -431,18 +432,17 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
 static void *ws_thread(void *arg)
 {
     struct ws_server *srv = arg;
-    struct timespec t0 = { 0, 0 }, t;
+    double t0 = 0;
     for (;;) {
         if (lws_service(srv->ctx, 0) < 0)
             break;
         if (!atomic_load(&srv->stop))
             continue;
         /* stopping: the connections were sent 1001 after their queues; give them a moment */
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        if (!t0.tv_sec)
+        double t = clock_seconds();
+        if (!t0)
             t0 = t;
-        if (!srv->conns ||
-            (double)(t.tv_sec - t0.tv_sec) + (t.tv_nsec - t0.tv_nsec) * 1e-9 > WS_STOP_GRACE_S)
+        if (!srv->conns || t - t0 > WS_STOP_GRACE_S)
             break;
     }
     /* no other thread may wake the loop from here on: every send now fails */

@@ -46,6 +46,7 @@
 #include "kernels/matmul.h"
 #include "runtime/cpu.h"
 #include "runtime/pool.h"
+#include "runtime/clock.h"
 
 #define MAX_THREADS 2
 #define GIB         (1024.0 * 1024.0 * 1024.0)
@@ -151,9 +152,9 @@ static void section_read(struct bench *b)
         double gbs[16];
         read_part(&j, 0, 1); /* warm-up */
         for (int r = 0; r < runs; r++) {
-            double t0 = figure_now();
+            double t0 = clock_seconds();
             pool_for(b->pools[t], t, 1, read_part, &j);
-            gbs[r] = (double)j.n * t * sizeof *p / (figure_now() - t0) / 1e9;
+            gbs[r] = (double)j.n * t * sizeof *p / (clock_seconds() - t0) / 1e9;
         }
         b->read_gbs[t] = figure_median(gbs, runs);
         char name[64];
@@ -192,9 +193,9 @@ static void section_fma(struct bench *b)
         double g[8];
         fma_part(&j, 0, 1);
         for (int r = 0; r < runs; r++) {
-            double t0 = figure_now();
+            double t0 = clock_seconds();
             pool_for(b->pools[t], t, 1, fma_part, &j);
-            g[r] = flops_per_iter * (double)j.iters * t / (figure_now() - t0) / 1e9;
+            g[r] = flops_per_iter * (double)j.iters * t / (clock_seconds() - t0) / 1e9;
         }
         b->fma_gflops[t] = figure_median(g, runs);
         char name[64];
@@ -225,10 +226,10 @@ static void section_sgemm(struct bench *b)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n / 4, n, n, 1.0f, a, n, w, n, 0.0f, c,
                     n); /* warm-up: threads started, pages touched */
         for (int r = 0; r < runs; r++) {
-            double t0 = figure_now();
+            double t0 = clock_seconds();
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, w, n, 0.0f, c,
                         n);
-            g[r] = 2.0 * n * n * (double)n / (figure_now() - t0) / 1e9;
+            g[r] = 2.0 * n * n * (double)n / (clock_seconds() - t0) / 1e9;
         }
         b->sgemm_gflops[t] = figure_median(g, runs);
         char name[64];
@@ -314,17 +315,17 @@ static double measure_gemv(struct bench *b, struct arena *ar, struct pool *pool,
     for (int c = 0; c < copies; c++) /* warm-up */
         gemv_forward(pool, y, x, &w[c], NULL, n_rows);
     for (int p = 0; p < passes; p++) {
-        double t0 = figure_now();
+        double t0 = clock_seconds();
         for (int r = 0; r < reps; r++)
             for (int c = 0; c < copies; c++)
                 gemv_forward(pool, y, x, &w[c], NULL, n_rows);
-        double dt = figure_now() - t0;
+        double dt = clock_seconds() - t0;
         gbs[p] = (double)bytes * copies * reps / dt / 1e9;
         rps[p] = (double)n_rows * copies * reps / dt;
-        t0 = figure_now();
+        t0 = clock_seconds();
         for (int r = 0; r < reps; r++)
             pool_for(pool, threads, 1, read_part, &rj);
-        rgbs[p] = (double)rj.n * threads * sizeof(float) * reps / (figure_now() - t0) / 1e9;
+        rgbs[p] = (double)rj.n * threads * sizeof(float) * reps / (clock_seconds() - t0) / 1e9;
     }
     free(x);
     free(y);
@@ -428,9 +429,9 @@ static void section_matmul(struct bench *b)
             double g[8];
             matmul_forward(b->pools[t], y, x, &w, NULL, n, scratch);
             for (int r = 0; r < runs; r++) {
-                double t0 = figure_now();
+                double t0 = clock_seconds();
                 matmul_forward(b->pools[t], y, x, &w, NULL, n, scratch);
-                g[r] = 2.0 * (double)(n * m) * (double)k / (figure_now() - t0) / 1e9;
+                g[r] = 2.0 * (double)(n * m) * (double)k / (clock_seconds() - t0) / 1e9;
             }
             figure_emit(name, figure_median(g, runs), "GFLOP/s", b->sgemm_gflops[t]);
         }
@@ -443,10 +444,10 @@ static void section_matmul(struct bench *b)
         double g[8];
         const float *wf = (const float *)ar.mem;
         for (int r = 0; r <= runs; r++) {
-            double t0 = figure_now();
+            double t0 = clock_seconds();
             matmul_f32(b->pools[t], y, m, x, k, wf, k, n, m, k, 1, 1.0f, 0.0f);
             if (r > 0)
-                g[r - 1] = 2.0 * (double)(n * m) * (double)k / (figure_now() - t0) / 1e9;
+                g[r - 1] = 2.0 * (double)(n * m) * (double)k / (clock_seconds() - t0) / 1e9;
         }
         figure_emit(name, figure_median(g, runs), "GFLOP/s", b->sgemm_gflops[t]);
     }
@@ -476,7 +477,7 @@ static double measure_bf16gemm(struct bench *b, int how, struct pool *pool, floa
     /* at least ~0.2 s per figure for the small products */
     int reps = (int)(0.2 * 100e9 / flop) + 1;
     for (int r = 0; r <= runs; r++) {
-        double t0 = figure_now();
+        double t0 = clock_seconds();
         for (int i = 0; i < reps; i++) {
             if (how == 0)
                 gemm_bf16_forward(pool, y, x, wb, (size_t)k * 2, NULL, n, m, k, scratch);
@@ -489,7 +490,7 @@ static double measure_bf16gemm(struct bench *b, int how, struct pool *pool, floa
                                  (int)(n - r0 < GEMV_MAX_ROWS ? n - r0 : GEMV_MAX_ROWS));
         }
         if (r > 0) /* the first run is a warm-up */
-            g[r - 1] = flop * reps / (figure_now() - t0) / 1e9;
+            g[r - 1] = flop * reps / (clock_seconds() - t0) / 1e9;
     }
     return figure_median(g, runs);
 }
@@ -670,16 +671,16 @@ int main(int argc, char **argv)
         want[2] = 1;
     if (any && want[2])
         want[1] = 1;
-    double t0 = figure_now();
+    double t0 = clock_seconds();
     for (int s = 0; s < N_SECTIONS; s++) {
         if (any && !want[s])
             continue;
         printf("%s\n", sections[s].name);
-        double ts = figure_now();
+        double ts = clock_seconds();
         sections[s].run(&b);
-        printf("(%s: %.0f s)\n", sections[s].name, figure_now() - ts);
+        printf("(%s: %.0f s)\n", sections[s].name, clock_seconds() - ts);
     }
-    printf("done in %.0f s\n", figure_now() - t0);
+    printf("done in %.0f s\n", clock_seconds() - t0);
     for (int t = 1; t <= MAX_THREADS; t++)
         pool_free(b.pools[t]);
     if (b.json)

@@ -24,6 +24,7 @@
 #include "runtime/cpu.h"
 #include "runtime/dtype.h"
 #include "runtime/pool.h"
+#include "runtime/clock.h"
 
 static void fill_bf16(uint16_t *p, size_t n)
 {
@@ -81,14 +82,14 @@ static void decode(struct pool *pools[3], int quick)
                 int reps = quick ? 5 : 11, calls = cold ? n_layers : (n_kv > 1000 ? 20 : 200);
                 double ms[11];
                 for (int r = 0; r <= reps; r++) {
-                    double t0 = figure_now();
+                    double t0 = clock_seconds();
                     for (int c = 0; c < calls; c++) {
                         const uint16_t *k = arena + (cold ? (size_t)c * layer_elems : 0);
                         attn_forward(t == 1 ? NULL : pools[t], out, q, k, k + layer_elems / 2, 1,
                                      n_kv, &d, scratch);
                     }
                     if (r > 0) /* the first round warms up */
-                        ms[r - 1] = (figure_now() - t0) / calls * 1e3;
+                        ms[r - 1] = (clock_seconds() - t0) / calls * 1e3;
                 }
                 double m = figure_median(ms, reps);
                 printf("  attn_decode_bf16_n%-5lld %s t%d  %8.3f ms  %6.1f GB/s  %6.1f GFLOP/s\n",
@@ -124,10 +125,10 @@ static void prefill(struct pool *pools[3], const char *name, int64_t n, int H, i
     for (int t = 1; t <= 2; t++) {
         double ms[11];
         for (int r = 0; r <= reps; r++) {
-            double t0 = figure_now();
+            double t0 = clock_seconds();
             attn_forward(t == 1 ? NULL : pools[t], out, q, k, v, n, n, &d, scratch);
             if (r > 0)
-                ms[r - 1] = (figure_now() - t0) * 1e3;
+                ms[r - 1] = (clock_seconds() - t0) * 1e3;
         }
         double m = figure_median(ms, reps);
         printf("  %-30s t%d  %8.3f ms  %6.1f GFLOP/s\n", name, t, m, flops / (m * 1e-3) / 1e9);
@@ -154,13 +155,13 @@ static void activations(struct pool *pools[3], int quick)
             int reps = quick ? 3 : 7;
             double ms[7];
             for (int r = 0; r <= reps; r++) {
-                double t0 = figure_now();
+                double t0 = clock_seconds();
                 if (op == 0)
                     act_gelu(t == 1 ? NULL : pools[t], y, x, n);
                 else
                     act_snake(t == 1 ? NULL : pools[t], y, x, alpha, 128, n / 128);
                 if (r > 0)
-                    ms[r - 1] = (figure_now() - t0) * 1e3;
+                    ms[r - 1] = (clock_seconds() - t0) * 1e3;
             }
             double m = figure_median(ms, reps);
             printf("  act_%-26s t%d  %8.3f ms  %6.2f ns/value\n", op ? "snake" : "gelu", t, m,

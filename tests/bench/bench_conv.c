@@ -25,6 +25,7 @@
 #include "kernels/spectral.h"
 #include "kernels/vq.h"
 #include "runtime/pool.h"
+#include "runtime/clock.h"
 
 #define BENCH_CONV_THREADS 2
 
@@ -85,9 +86,9 @@ static double bc_time(const struct bc_case *c, int reps)
     double t[32];
     bc_run_once(c); /* warm-up: page faults, OpenBLAS buffers */
     for (int r = 0; r < reps; r++) {
-        double t0 = figure_now();
+        double t0 = clock_seconds();
         bc_run_once(c);
-        t[r] = figure_now() - t0;
+        t[r] = clock_seconds() - t0;
     }
     return figure_median(t, reps);
 }

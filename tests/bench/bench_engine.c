@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "engine/engine.h"
+#include "runtime/clock.h"
 
 /* Runs one turn per session, all committed at once; returns generated ids and fills the
  * first session's timings. */
@@ -179,9 +180,9 @@ void bench_engine_run(int quick)
     for (int k = 0; k < 3; k++) {
         struct engine_stats s0, s1;
         engine_get_stats(eng, &s0);
-        double a = figure_now();
+        double a = clock_seconds();
         int64_t n = be_turns(eng, sizes[k], quick ? 16 : 64, 0, 0, NULL);
-        double dt = figure_now() - a;
+        double dt = clock_seconds() - a;
         engine_get_stats(eng, &s1);
         double steps = (double)(s1.decode_steps - s0.decode_steps);
         printf("  %2d sessions: %6lld ids in %.3f s = %8.1f tokens/s (mean batch %.1f)\n", sizes[k],

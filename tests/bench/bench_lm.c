@@ -12,6 +12,7 @@
 #include "lm/lm.h"
 #include "runtime/cpu.h"
 #include "runtime/pool.h"
+#include "runtime/clock.h"
 
 #define LM_MAX_THREADS 2
 
@@ -56,9 +57,9 @@ static double read_bandwidth(struct pool *pool, int threads, int quick)
     double best[3];
     for (int r = 0; r < 3; r++) {
         struct read_job j = { p, n / threads, 0 };
-        double t0 = figure_now();
+        double t0 = clock_seconds();
         pool_for(pool, threads, 1, read_part, &j);
-        best[r] = (double)n * 4 / (figure_now() - t0) / 1e9;
+        best[r] = (double)n * 4 / (clock_seconds() - t0) / 1e9;
     }
     free(p);
     /* median of three */
@@ -102,13 +103,13 @@ static double decode_step(struct lm_runner *r, struct lm_cache *c, int S, int64_
         one[s] = 1;
     }
     lm_forward(r, cp, ids, one, S, logits, &e); /* warm-up */
-    double t0 = figure_now();
+    double t0 = clock_seconds();
     for (int i = 0; i < steps; i++)
         if (lm_forward(r, cp, ids, one, S, logits, &e) != 0) {
             printf("  decode: %s\n", e.msg);
             return 1e9;
         }
-    return (figure_now() - t0) / steps;
+    return (clock_seconds() - t0) / steps;
 }
 
 /* decode_only: batch 1 at context 0 and the batched steps (no context 1024, no prefill). */
@@ -174,9 +175,9 @@ static void run_type(enum dtype type, int n_layer, int threads, double bw, doubl
         c[0].n_pos = 0;
         lm_prefill(&r, &c[0], ids, n_prefill, logits, &e); /* warm-up */
         c[0].n_pos = 0;
-        double t0 = figure_now();
+        double t0 = clock_seconds();
         int ok = lm_prefill(&r, &c[0], ids, n_prefill, logits, &e) == 0;
-        double tp = figure_now() - t0;
+        double tp = clock_seconds() - t0;
         free(ids);
         if (ok) {
             /* matrix flops per token over the layers (the output layer runs once) */

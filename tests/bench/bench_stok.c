@@ -15,6 +15,7 @@
 #include "speech/mel.h"
 #include "speech/resample.h"
 #include "speech/stok.h"
+#include "runtime/clock.h"
 
 static uint64_t bs_state = 0x9E3779B97F4A7C15ull;
 
@@ -83,9 +84,9 @@ void bench_stok_run(int quick)
         for (int r = 0; r < (quick ? 1 : 2); r++) {
             int32_t *tok = NULL;
             int64_t nt = 0;
-            double t0 = figure_now();
+            double t0 = clock_seconds();
             int rc = stok_tokenize(m, pool, &tok, &nt, audio, n, 16000, &e);
-            double dt = figure_now() - t0;
+            double dt = clock_seconds() - t0;
             free(tok);
             if (rc) {
                 fprintf(stderr, "bench_stok: %s\n", e.msg);
@@ -106,13 +107,13 @@ void bench_stok_run(int quick)
         float *raw = malloc((size_t)(n / 160 + 1) * 128 * sizeof *raw);
         float *scr = malloc((size_t)mel_scratch_floats(&m->mel, 400) * sizeof *scr);
         if (x && y && raw && scr && !resample_init(&r, 44100, 16000, &e)) {
-            double t0 = figure_now();
+            double t0 = clock_seconds();
             resample_run(&r, y, x, n44, &e);
-            double t1 = figure_now();
+            double t1 = clock_seconds();
             for (int64_t f = 0; f < n / 160; f += 400)
                 mel_log10(&m->mel, raw + f * 128, audio, n, f,
                           n / 160 - f < 400 ? n / 160 - f : 400, scr);
-            double t2 = figure_now();
+            double t2 = clock_seconds();
             printf("  %-44s %10.0fx real time\n", "resample 44.1 -> 16 kHz", secs / (t1 - t0));
             printf("  %-44s %10.0fx real time\n", "log-mel (f64 DFT, 128 bins)", secs / (t2 - t1));
             resample_free(&r);

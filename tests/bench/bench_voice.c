@@ -27,6 +27,7 @@
 #include "runtime/pool.h"
 #include "voice/flow.h"
 #include "voice/hift.h"
+#include "runtime/clock.h"
 
 #define BV_MAX_REPS 9
 
@@ -45,13 +46,13 @@ static double bv_flow_call(const struct flow_model *m, struct flow_state *s, str
     struct err e;
     reps = reps < BV_MAX_REPS ? reps : BV_MAX_REPS;
     for (int r = 0; r < reps; r++) {
-        double t0 = figure_now();
+        double t0 = clock_seconds();
         if (flow_inference(m, s, pool, mel, &n_out, tok + n_prompt, n_new, tok, n_prompt, feat,
                            p_feat, NULL, NULL, NULL, &e)) {
             fprintf(stderr, "bench_voice: %s\n", e.msg);
             return -1;
         }
-        t[r] = figure_now() - t0;
+        t[r] = clock_seconds() - t0;
     }
     return figure_median(t, reps);
 }
@@ -63,12 +64,12 @@ static double bv_hift_call(const struct hift_model *m, struct hift_state *s, str
     struct err e;
     reps = reps < BV_MAX_REPS ? reps : BV_MAX_REPS;
     for (int r = 0; r < reps; r++) {
-        double t0 = figure_now();
+        double t0 = clock_seconds();
         if (hift_forward(m, s, pool, wave, NULL, NULL, mel, frames, NULL, NULL, &e)) {
             fprintf(stderr, "bench_voice: %s\n", e.msg);
             return -1;
         }
-        t[r] = figure_now() - t0;
+        t[r] = clock_seconds() - t0;
     }
     return figure_median(t, reps);
 }

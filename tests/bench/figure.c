@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "kernels/blas.h"
+#include "runtime/clock.h"
 
 static FILE *json_out;
 
@@ -29,13 +30,6 @@ void figure_emit(const char *name, double value, const char *unit, double limit)
         fprintf(json_out, ", \"limit\": %.6g, \"ratio\": %.4f", limit, value / limit);
     fprintf(json_out, "}\n");
     fflush(json_out);
-}
-
-double figure_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -65,9 +59,9 @@ double figure_sgemm_rate(int threads)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, w, n, 0, c, n);
         double t[3];
         for (int r = 0; r < 3; r++) {
-            double t0 = figure_now();
+            double t0 = clock_seconds();
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, w, n, 0, c, n);
-            t[r] = figure_now() - t0;
+            t[r] = clock_seconds() - t0;
         }
         g = 2.0 * n * n * (double)n / figure_median(t, 3) / 1e9;
         blas_threads(1);

@@ -14,9 +14,6 @@ void figure_set_json(FILE *json);
 /* limit <= 0: no limit applies. */
 void figure_emit(const char *name, double value, const char *unit, double limit);
 
-/* Monotonic seconds. */
-double figure_now(void);
-
 /* The median of v[0..n) (sorts v). */
 double figure_median(double *v, int n);
 

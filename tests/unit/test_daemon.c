@@ -28,6 +28,7 @@
 
 #include "test.h"
 #include "testd.h"
+#include "runtime/clock.h"
 
 #define GOLDEN_CMD                                               \
     "/usr/bin/python3 tests/golden/lm_torch.py build/golden; "   \
@@ -59,8 +60,8 @@ static pid_t spawn_activated(char *exe, char **argv, char **envp, const char *lo
 /* Reads datagrams from the notify socket until one contains want, up to ms. */
 static int notify_wait(int fd, const char *want, int ms, char *all, size_t cap)
 {
-    double end = td_now_ms() + ms;
-    while (td_now_ms() < end) {
+    double end = clock_ms() + ms;
+    while (clock_ms() < end) {
         struct pollfd p = { fd, POLLIN, 0 };
         if (poll(&p, 1, 50) == 1) {
             char msg[1024];
@@ -213,7 +214,7 @@ TEST(daemon_serves_and_stops)
     td_write_file(conf, text);
     kill(pid, SIGHUP);
     int reloaded = 0;
-    for (double end = td_now_ms() + 5000; td_now_ms() < end && !reloaded; td_sleep_ms(50))
+    for (double end = clock_ms() + 5000; clock_ms() < end && !reloaded; td_sleep_ms(50))
         reloaded =
             td_get(port, "/metrics", "Authorization: Bearer k3\r\n", body, sizeof body) == 200;
     CHECK(reloaded);
@@ -402,7 +403,7 @@ TEST(daemon_socket_activation)
     int status = td_get(port, "/healthz", NULL, body, sizeof body);
     CHECK(status == 200);
     int ready = 0;
-    for (double end = td_now_ms() + WAIT_MS; td_now_ms() < end && !ready; td_sleep_ms(20))
+    for (double end = clock_ms() + WAIT_MS; clock_ms() < end && !ready; td_sleep_ms(20))
         ready = td_get(port, "/readyz", NULL, body, sizeof body) == 200;
     CHECK(ready);
     CHECK(td_get(other, "/healthz", NULL, body, sizeof body) == -1);

@@ -37,6 +37,7 @@
 #include "audio/wav.h"
 #include "test.h"
 #include "testd.h"
+#include "runtime/clock.h"
 
 #define WAIT_MS 20000
 #define KEY     "qa-key"
@@ -753,7 +754,7 @@ TEST(spoken_qa_rest)
         CHECK(pthread_create(&jobs[i].th, NULL, qa_job_run, &jobs[i]) == 0);
     }
     int health_ok = 1, polls = 0;
-    for (double end = td_now_ms() + 200; td_now_ms() < end; td_sleep_ms(20), polls++)
+    for (double end = clock_ms() + 200; clock_ms() < end; td_sleep_ms(20), polls++)
         health_ok &= td_get(port, "/healthz", NULL, NULL, 0) == 200;
     CHECK(health_ok && polls > 0);
     int ok = 0;
@@ -774,7 +775,7 @@ TEST(spoken_qa_rest)
     CHECK(fd >= 0 && read(fd, first, sizeof first) > 0); /* the head and the start event */
     close(fd);
     double active = -1;
-    for (double end = td_now_ms() + WAIT_MS; td_now_ms() < end; td_sleep_ms(20))
+    for (double end = clock_ms() + WAIT_MS; clock_ms() < end; td_sleep_ms(20))
         if ((active = td_metric(port, AUTH, "parley_sessions_active")) == 0)
             break;
     CHECK(active == 0);

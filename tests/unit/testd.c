@@ -1,5 +1,6 @@
 /* Real programs under test: see testd.h. */
 #include "testd.h"
+#include "runtime/clock.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -14,13 +15,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-double td_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
 
 void td_sleep_ms(int ms)
 {
@@ -225,9 +219,9 @@ pid_t td_spawn(char *exe, char **argv, char **envp, const char *log_path)
 
 int td_wait_exit(pid_t pid, int ms)
 {
-    double end = td_now_ms() + ms;
+    double end = clock_ms() + ms;
     int st;
-    while (td_now_ms() < end) {
+    while (clock_ms() < end) {
         pid_t r = waitpid(pid, &st, WNOHANG);
         if (r == pid)
             return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
@@ -281,7 +275,7 @@ int td_daemon_start(struct td_daemon *d, const char *dir, const char *name, cons
     d->pid = td_spawn(exe, argv, env, d->log);
     if (d->pid < 0)
         return -1;
-    for (double end = td_now_ms() + wait_ms; td_now_ms() < end; td_sleep_ms(20)) {
+    for (double end = clock_ms() + wait_ms; clock_ms() < end; td_sleep_ms(20)) {
         if (td_get(d->http, "/readyz", NULL, NULL, 0) == 200)
             return 0;
         if (waitpid(d->pid, NULL, WNOHANG) == d->pid) { /* it gave up: no use waiting */
