@@ -21,7 +21,7 @@ struct shape {
 };
 
 static const struct shape shapes[] = { { 1, 32 }, { 5, 96 }, { 13, 544 }, { 37, 1056 } };
-static const int64_t row_counts[] = { 1, 2, 3, 4, 5, 9, 16, 17, 33 };
+static const int64_t row_counts[] = { 1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 33 };
 #define NMAX 33
 
 /* W [m] rows of k / 32 blocks at stride ld bytes: random f16 scales (some 0), q in -128..127. */
