@@ -33,11 +33,14 @@
 
 struct backend;
 
-/* How model code will use a weight: read as stored (matrices for linear layers) or as f32
- * values (everything else). */
+/* How model code will use a weight: read as stored (matrices for linear layers), as f32
+ * values (everything else), or as a bf16 matrix that only linear_bf16 multiplies, which the
+ * backend may keep in its own layout (the CPU one: kernels/gemm_bf16.h's panels, on CPUs with
+ * AVX-512 BF16; a copy, so the file's pages may be dropped afterwards). */
 enum backend_weight_use {
     BACKEND_WEIGHT_MATRIX = 0,
     BACKEND_WEIGHT_F32 = 1,
+    BACKEND_WEIGHT_BF16_MATRIX = 2,
 };
 
 /* Elementwise functions of one tensor, with the parameter where one applies. */

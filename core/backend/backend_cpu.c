@@ -18,18 +18,20 @@
 #include "kernels/vec.h"
 #include "kernels/vq.h"
 #include "backend/backend.h"
+#include "runtime/cpu.h"
 #include "runtime/pool.h"
 
+/* A weight's copy made by cpu_weight; data 64-byte aligned. */
 struct owned {
     struct owned *next;
-    float data[];
+    _Alignas(64) unsigned char data[];
 };
 
 struct cpu {
     struct pool *pool;
     void *scratch;
     size_t scratch_bytes;
-    struct owned *owned; /* f32 copies made by cpu_weight */
+    struct owned *owned; /* copies made by cpu_weight */
 };
 
 static struct cpu *cpu_of(struct backend *be)
@@ -77,10 +79,42 @@ static void cpu_copy(struct backend *be, void *dst, const void *src, size_t byte
     memmove(dst, src, bytes);
 }
 
+/* bytes of memory owned by the backend (freed with it), 64-byte aligned; NULL when none. */
+static void *own(struct backend *be, size_t bytes)
+{
+    struct owned *o = aligned_alloc(64, (sizeof *o + bytes + 63) & ~(size_t)63);
+    if (!o)
+        return NULL;
+    o->next = cpu_of(be)->owned;
+    cpu_of(be)->owned = o;
+    return o->data;
+}
+
+/* A bf16 matrix for linear_bf16 in gemm_bf16's panels, where the CPU has the instructions the
+ * panels are made for (elsewhere the rows as stored serve). */
+static int bf16_panels(struct backend *be, struct tensor *dst, const struct tensor *src,
+                       struct err *e)
+{
+    if (src->type != DTYPE_BF16 || src->n_dims != 2)
+        return err_set(e, "tensor '%s': not a bf16 matrix", src->name);
+    if (cpu_level() != CPU_LEVEL_AVX512)
+        return 0;
+    int64_t k = src->ne[0], m = src->ne[1];
+    void *p = own(be, gemm_bf16_packed_bytes(m, k));
+    if (!p)
+        return err_set(e, "tensor '%s': out of memory for its bf16 panels", src->name);
+    gemm_bf16_pack(p, tensor_row(src, 0), (size_t)src->nb[1], m, k);
+    dst->data = p;
+    dst->layout = TENSOR_BF16_PANELS;
+    return 0;
+}
+
 static int cpu_weight(struct backend *be, struct tensor *dst, const struct tensor *src,
                       enum backend_weight_use use, struct err *e)
 {
     *dst = *src;
+    if (use == BACKEND_WEIGHT_BF16_MATRIX)
+        return bf16_panels(be, dst, src, e);
     if (use == BACKEND_WEIGHT_MATRIX) {
         if (!gemv_supports(src->type))
             return err_set(e, "tensor '%s': type %u cannot be used as a matrix", src->name,
@@ -90,17 +124,15 @@ static int cpu_weight(struct backend *be, struct tensor *dst, const struct tenso
     if (src->type == DTYPE_F32)
         return 0;
     int64_t n = tensor_nelements(src);
-    struct owned *o = malloc(sizeof *o + (size_t)n * sizeof(float));
-    if (!o)
+    float *f = own(be, (size_t)n * sizeof(float));
+    if (!f)
         return err_set(e, "tensor '%s': out of memory converting %lld values to f32", src->name,
                        (long long)n);
     for (int64_t r = 0; r < tensor_nrows(src); r++)
-        dtype_to_f32(src->type, tensor_row(src, r), o->data + r * src->ne[0], src->ne[0]);
-    o->next = cpu_of(be)->owned;
-    cpu_of(be)->owned = o;
+        dtype_to_f32(src->type, tensor_row(src, r), f + r * src->ne[0], src->ne[0]);
     int64_t ne[TENSOR_MAX_DIMS];
     memcpy(ne, src->ne, sizeof ne);
-    if (tensor_init(dst, src->name, DTYPE_F32, src->n_dims, ne, o->data) != 0)
+    if (tensor_init(dst, src->name, DTYPE_F32, src->n_dims, ne, f) != 0)
         return err_set(e, "tensor '%s': shape cannot be held as f32", src->name);
     return 0;
 }
@@ -120,8 +152,11 @@ static void cpu_linear_bf16(struct backend *be, float *y, const float *x, const 
 {
     struct cpu *c = cpu_of(be);
     void *s = scratch(be, gemm_bf16_scratch_bytes(pool_threads(c->pool), w->ne[0]));
-    gemm_bf16_rounded(c->pool, y, x, tensor_row(w, 0), (size_t)w->nb[1], f32_of(b), n,
-                      tensor_nrows(w), w->ne[0], row_exact, s);
+    if (w->layout == TENSOR_BF16_PANELS) /* one form: rows exact at any n */
+        gemm_bf16_packed(c->pool, y, x, w->data, f32_of(b), n, tensor_nrows(w), w->ne[0], s);
+    else
+        gemm_bf16_rounded(c->pool, y, x, tensor_row(w, 0), (size_t)w->nb[1], f32_of(b), n,
+                          tensor_nrows(w), w->ne[0], row_exact, s);
 }
 
 static void cpu_linear_q8(struct backend *be, float *y, const float *x, const struct tensor *w,

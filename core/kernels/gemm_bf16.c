@@ -105,6 +105,54 @@ static void generic_cols(const struct gemm_bf16_args *a, int64_t m0, int64_t m1)
     }
 }
 
+/* The prepacked layout's portable kernel: each output adds the pairs in K order, the odd
+ * product first (as vdpbf16ps), with f32 additions. */
+static void generic_prepacked(const struct gemm_bf16_args *a, int64_t m0, int64_t m1)
+{
+    const int PW = GEMM_BF16_PANEL_COLS;
+    for (int64_t m = m0; m < m1; m++) {
+        const uint32_t *panel = (const uint32_t *)(a->w + (size_t)(m / PW) * a->w_stride);
+        for (int64_t r = 0; r < a->n; r++) {
+            float acc = 0.0f;
+            for (int64_t i = 0; i < a->k; i += 2) {
+                uint32_t pair = panel[i / 2 * PW + m % PW];
+                if (i + 1 < a->k)
+                    acc += x_value(a, r, i + 1) * bf16_value((uint16_t)(pair >> 16));
+                acc += x_value(a, r, i) * bf16_value((uint16_t)pair);
+            }
+            a->y[r * a->ldy + m] = acc + (a->bias ? a->bias[m] : 0.0f);
+        }
+    }
+}
+
+size_t gemm_bf16_packed_bytes(int64_t m, int64_t k)
+{
+    const int64_t PW = GEMM_BF16_PANEL_COLS;
+    return (size_t)((m + PW - 1) / PW) * (size_t)((k + 1) / 2) * (size_t)PW * sizeof(uint32_t);
+}
+
+/* Reads 32 rows side by side, a pair of each at a time, and writes each panel in order. */
+void gemm_bf16_pack(void *dst, const uint16_t *w, size_t w_stride, int64_t m, int64_t k)
+{
+    const int64_t PW = GEMM_BF16_PANEL_COLS, pairs = (k + 1) / 2;
+    uint32_t *out = dst;
+    for (int64_t p = 0; p * PW < m; p++) {
+        const uint16_t *row[GEMM_BF16_PANEL_COLS];
+        int64_t live = m - p * PW < PW ? m - p * PW : PW;
+        for (int64_t c = 0; c < live; c++)
+            row[c] = (const uint16_t *)((const uint8_t *)w + (size_t)(p * PW + c) * w_stride);
+        for (int64_t kp = 0; kp < pairs; kp++, out += PW)
+            for (int64_t c = 0; c < PW; c++) {
+                if (c >= live) {
+                    out[c] = 0;
+                    continue;
+                }
+                uint32_t hi = 2 * kp + 1 < k ? row[c][2 * kp + 1] : 0;
+                out[c] = row[c][2 * kp] | hi << 16;
+            }
+    }
+}
+
 struct job {
     struct gemm_bf16_args args;
     void (*cols)(const struct gemm_bf16_args *a, int64_t m0, int64_t m1);
@@ -162,13 +210,12 @@ static void run_round(void *arg, int64_t begin, int64_t end)
     }
 }
 
-/* round: x rounded to bf16 (no lo term); fixed: the dot-product form at any n. */
-static void forward(struct pool *pool, float *y, const float *x, const uint16_t *w, size_t w_stride,
+/* round: x rounded to bf16 (no lo term); fixed: the dot-product form at any n; prepacked: w is
+ * gemm_bf16_pack's panels, w_stride the bytes of one. */
+static void forward(struct pool *pool, float *y, const float *x, const void *w, size_t w_stride,
                     const float *bias, int64_t n, int64_t m, int64_t k, void *scratch, int round,
-                    int fixed)
+                    int fixed, int prepacked)
 {
-    /* the panel gather indexes 32 rows with 32-bit byte offsets */
-    assert(n >= 0 && m >= 0 && k >= 1 && w_stride >= 2 * (size_t)k && w_stride < (1u << 26));
     if (n == 0 || m == 0)
         return;
     int avx512 = cpu_level() == CPU_LEVEL_AVX512;
@@ -188,7 +235,10 @@ static void forward(struct pool *pool, float *y, const float *x, const uint16_t 
     if (!scratch)
         owned = scratch = malloc(gemm_bf16_scratch_bytes(pool_threads(pool), k));
     if (!scratch) { /* no memory: the portable kernel rounds x as it goes */
-        generic_cols(&all, 0, m);
+        if (prepacked)
+            generic_prepacked(&all, 0, m);
+        else
+            generic_cols(&all, 0, m);
         return;
     }
     int threads = pool_threads(pool);
@@ -197,16 +247,17 @@ static void forward(struct pool *pool, float *y, const float *x, const uint16_t 
     uint16_t *xl = xb + (size_t)GEMM_BF16_CHUNK_ROWS * (size_t)kpad;
     uint8_t *panels = (uint8_t *)(xl + (size_t)GEMM_BF16_CHUNK_ROWS * (size_t)kpad);
     uint8_t *lo_rows = panels + (size_t)threads * panel_bytes(kpad);
-    int packed = avx512 && !fixed && n >= GEMM_BF16_PACK_MIN_ROWS;
+    int packed = avx512 && !fixed && !prepacked && n >= GEMM_BF16_PACK_MIN_ROWS;
     struct job j = {
-        .cols = avx512 ? gemm_bf16_avx512_cols : generic_cols,
+        .cols = prepacked ? (avx512 ? gemm_bf16_avx512_prepacked : generic_prepacked)
+                          : (avx512 ? gemm_bf16_avx512_cols : generic_cols),
         .m = m,
         .panels = packed ? panels : NULL,
         .panel_bytes = panel_bytes(kpad),
         .threads = threads,
     };
     /* the dot-product form keeps a chunk in L2; the packed form repacks W once per chunk */
-    int64_t chunk = packed ? GEMM_BF16_CHUNK_ROWS : chunk_rows(kpad);
+    int64_t chunk = packed || prepacked ? GEMM_BF16_CHUNK_ROWS : chunk_rows(kpad);
     for (int64_t n0 = 0; n0 < n; n0 += chunk) {
         int64_t rows = n - n0 < chunk ? n - n0 : chunk;
         struct round_job rj = { .xb = xb,
@@ -234,7 +285,17 @@ void gemm_bf16_forward(struct pool *pool, float *y, const float *x, const uint16
                        size_t w_stride, const float *bias, int64_t n, int64_t m, int64_t k,
                        void *scratch)
 {
-    forward(pool, y, x, w, w_stride, bias, n, m, k, scratch, 0, 0);
+    /* the panel gather indexes 32 rows with 32-bit byte offsets */
+    assert(n >= 0 && m >= 0 && k >= 1 && w_stride >= 2 * (size_t)k && w_stride < (1u << 26));
+    forward(pool, y, x, w, w_stride, bias, n, m, k, scratch, 0, 0, 0);
+}
+
+void gemm_bf16_packed(struct pool *pool, float *y, const float *x, const void *wp,
+                      const float *bias, int64_t n, int64_t m, int64_t k, void *scratch)
+{
+    assert(n >= 0 && m >= 0 && k >= 1 && (uintptr_t)wp % 64 == 0);
+    size_t panel = (size_t)((k + 1) / 2) * GEMM_BF16_PANEL_COLS * sizeof(uint32_t);
+    forward(pool, y, x, wp, panel, bias, n, m, k, scratch, 1, 1, 1);
 }
 
 /* No AVX-512 BF16: x rounded to bf16 values in f32, a chunk of rows at a time, through gemv
@@ -287,7 +348,7 @@ void gemm_bf16_rounded(struct pool *pool, float *y, const float *x, const uint16
     if (n == 0 || m == 0)
         return;
     if (cpu_level() == CPU_LEVEL_AVX512)
-        forward(pool, y, x, w, w_stride, bias, n, m, k, scratch, 1, fixed_form);
+        forward(pool, y, x, w, w_stride, bias, n, m, k, scratch, 1, fixed_form, 0);
     else
         rounded_fallback(pool, y, x, w, w_stride, bias, n, m, k, fixed_form, scratch);
 }

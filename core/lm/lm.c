@@ -99,8 +99,12 @@ static int load_weight(struct lm_model *m, struct tensor *dst, const char *name,
     if (gguf_get_tensor(&m->file, name, types, n_dims, shape, &t, e) != 0)
         return -1;
     enum backend_weight_use use = n_dims == 1 ? BACKEND_WEIGHT_F32 : BACKEND_WEIGHT_MATRIX;
+    if (n_dims == 2 && t->type == DTYPE_BF16 && m->round_bf16)
+        use = BACKEND_WEIGHT_BF16_MATRIX;
     if (m->be->ops->weight(m->be, dst, t, use, e) != 0)
         return err_prefix(e, "%s", m->file.path);
+    if (dst->data != t->data) /* the backend made its own copy: the file's pages can go */
+        gguf_drop_pages(&m->file, t);
     return 0;
 }
 
@@ -127,6 +131,16 @@ int lm_load(struct lm_model *m, const char *path, struct backend *be, const stru
         err_set(e, "%s: out of memory", path);
         goto fail;
     }
+    /* rounding follows the type of the first layer's matrices unless the options say */
+    const struct tensor *qkv0;
+    int64_t qkv_shape[2] = { QKV, D };
+    if (gguf_get_tensor(&m->file,
+                        "transformer.encoder.layers.0.self_attention.query_key_value.weight",
+                        GGUF_TYPES_ANY, 2, qkv_shape, &qkv0, e) != 0)
+        goto fail;
+    m->wtype = qkv0->type;
+    int rb = opt ? opt->round_bf16 : -1;
+    m->round_bf16 = rb < 0 ? m->wtype == DTYPE_BF16 : rb != 0;
     char name[160];
 #define LAYER(field, suffix, nd, a, b)                                           \
     (snprintf(name, sizeof name, "transformer.encoder.layers.%d.%s", l, suffix), \
@@ -146,9 +160,6 @@ int lm_load(struct lm_model *m, const char *path, struct backend *be, const stru
     if (load_weight(m, &m->final_norm, "transformer.encoder.final_layernorm.weight", 1, D, 0, e) ||
         load_weight(m, &m->output, "transformer.output_layer.weight", 2, hp->n_vocab, D, e))
         goto fail;
-    m->wtype = m->layers[0].qkv.type;
-    int rb = opt ? opt->round_bf16 : -1;
-    m->round_bf16 = rb < 0 ? m->wtype == DTYPE_BF16 : rb != 0;
     if (rope_table_init(&m->rope, hp->rot_dim, hp->rope_base, hp->n_ctx, m->round_bf16, e) != 0) {
         err_prefix(e, "%s", path);
         goto fail;
@@ -259,6 +270,21 @@ int lm_init_random(struct lm_model *m, const struct lm_hparams *hp, enum dtype w
         }
     }
     m->embd = &m->embd_owned;
+    /* the matrices prepared as lm_load prepares them */
+    for (int l = -1; l < hp->n_layer && m->round_bf16; l++) {
+        struct tensor *mats[4] = { &m->output };
+        int n = 1;
+        if (l >= 0) {
+            struct lm_layer *L = &m->layers[l];
+            mats[0] = &L->qkv, mats[1] = &L->dense, mats[2] = &L->up, mats[3] = &L->down;
+            n = 4;
+        }
+        for (int i = 0; i < n; i++)
+            if (be->ops->weight(be, mats[i], mats[i], BACKEND_WEIGHT_BF16_MATRIX, e) != 0) {
+                lm_free(m);
+                return -1;
+            }
+    }
     return 0;
 }
 
@@ -382,10 +408,12 @@ void lm_runner_free(struct lm_runner *r)
 
 /*
  * y[n][M] = x[n][K]·Wᵀ (+ b). With bf16 weights and round_bf16 (the reference's bf16
- * activations) x is rounded to bf16 and the products run in the bf16 kernel, whose decode
- * form accumulates every output in one fixed order whatever the number of rows: a decode
- * step of 16 sequences shares each weight load and still gives each sequence the bits it gets
- * alone. With q8_0 weights x is quantized per block of 32 as q8_0 activations are (gemm_q8.h)
+ * activations) x is rounded to bf16 and the products run in the bf16 kernel over the panels
+ * the backend packed the matrix into at load (BACKEND_WEIGHT_BF16_MATRIX), which add every
+ * output in one order whatever the rows: a decode step of 16 sequences shares each weight
+ * load and still gives each sequence the bits it gets alone, and a prefill block the same bits
+ * too (16 rows: 1.5x the unpacked dot-product tiles; prefill 1.3x the per-call packing).
+ * With q8_0 weights x is quantized per block of 32 as q8_0 activations are (gemm_q8.h)
  * and the integer block dot products are combined in one fixed order, for prefill and decode
  * alike: a row's linear outputs have the same bits whether it is decoded alone, in a batch or
  * in a prefill block (each weight load is shared by up to 16 rows; the kernel also measured

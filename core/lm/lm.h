@@ -16,9 +16,11 @@
  * Decode steps (every sequence has one new token) compute each row's linear layers in an
  * order that does not depend on the other rows, so a sequence's logits are bit-identical
  * whether it is decoded alone or batched with others: bf16 weights (with round_bf16) through
- * the bf16 kernel's dot-product form (gemm_bf16_rounded, fixed form; 16 rows share every
- * weight load), other weights through the GEMV in groups of at most GEMV_MAX_ROWS rows.
- * Prefill blocks use the GEMM paths, which add in another order (within f32 noise).
+ * the bf16 kernel over weights the backend packed at load (gemm_bf16_packed: one order for
+ * decode and prefill alike; where the CPU lacks AVX-512 BF16, gemm_bf16_rounded's fixed form),
+ * q8_0 weights through gemm_q8 (one order too), other weights through the GEMV in groups of
+ * at most GEMV_MAX_ROWS rows; their prefill blocks use the GEMM, which adds in another order
+ * (within f32 noise).
  *
  * Numerics: f32 activations. With `round_bf16` (the default for bf16 weights: the reference
  * runs in bf16) the RMSNorm outputs are rounded to bf16 and the RoPE table is built in bf16

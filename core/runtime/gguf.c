@@ -612,6 +612,19 @@ int gguf_open(struct gguf_file *f, const char *path, struct err *e)
     return -1;
 }
 
+void gguf_drop_pages(const struct gguf_file *f, const struct tensor *t)
+{
+    const uint8_t *p = t->data;
+    if (!f->owns_map || p < f->map || p >= f->map + f->size)
+        return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t b = ((uintptr_t)p + page - 1) & ~(page - 1);
+    uintptr_t end = ((uintptr_t)p + tensor_nbytes(t)) & ~(page - 1);
+    /* a private read-only file mapping: the pages come back from the file if touched */
+    if (end > b)
+        madvise((void *)b, end - b, MADV_DONTNEED);
+}
+
 void gguf_close(struct gguf_file *f)
 {
     if (!f)

@@ -91,6 +91,11 @@ struct gguf_file {
  * leaves f so that gguf_close(f) is harmless. */
 int gguf_open(struct gguf_file *f, const char *path, struct err *e);
 
+/* Tells the kernel that the mapped pages wholly inside tensor t's data will not be read again
+ * (a backend holds its own copy): they leave the process's memory; reading them later reads
+ * the file again. Does nothing for a buffer from gguf_open_memory or a tensor of another file. */
+void gguf_drop_pages(const struct gguf_file *f, const struct tensor *t);
+
 /* Validates a buffer the caller keeps alive (tests, fuzzing); name is used in messages. */
 int gguf_open_memory(struct gguf_file *f, const void *data, size_t size, const char *name,
                      struct err *e);

@@ -12,6 +12,7 @@ int tensor_init(struct tensor *t, const char *name, enum dtype type, int n_dims,
     t->type = type;
     t->n_dims = n_dims;
     t->data = data;
+    t->layout = TENSOR_ROWS;
     for (int i = 0; i < TENSOR_MAX_DIMS; i++)
         t->ne[i] = i < n_dims ? ne[i] : 1;
     for (int i = 0; i < n_dims; i++)

@@ -16,13 +16,21 @@
 
 #define TENSOR_MAX_DIMS 4
 
+/* How data holds the values: rows as in the file (nb as below), or a layout a backend made
+ * for one of its kernels (backend_weight), which only that backend's operations read. */
+enum tensor_layout {
+    TENSOR_ROWS = 0,
+    TENSOR_BF16_PANELS = 1, /* kernels/gemm_bf16.h: gemm_bf16_pack's panels */
+};
+
 struct tensor {
     const char *name; /* NUL-terminated; owned by whoever made the tensor */
     enum dtype type;
     int n_dims; /* 1..TENSOR_MAX_DIMS; unused ne[] are 1 */
     int64_t ne[TENSOR_MAX_DIMS];
-    uint64_t nb[TENSOR_MAX_DIMS];
+    uint64_t nb[TENSOR_MAX_DIMS]; /* the rows' strides, whatever the layout */
     const void *data;
+    enum tensor_layout layout;
 };
 
 /* Fills ne/nb for a contiguous tensor. Returns -1 when the shape is invalid for the type

@@ -11,6 +11,7 @@
 #include "ref/ref_conv.h"
 #include "ref/ref_linear.h"
 #include "ref/ref_ops.h"
+#include "runtime/cpu.h"
 #include "test.h"
 
 static struct backend *make_cpu1(struct err *e)
@@ -115,6 +116,51 @@ TEST(backend_linear_all_types)
                     free(reff);
             }
         }
+        backend_free(be);
+    }
+}
+
+/* A bf16 matrix prepared for linear_bf16: the backend's own layout where the CPU has AVX-512
+ * BF16 (a copy: the file's rows are no longer read), rows as stored elsewhere; either way
+ * linear_bf16 gives bf16(x) · W within f32 rounding, and the same bits for a row alone as in
+ * a batch. Anything but a bf16 matrix is refused. */
+TEST(backend_bf16_matrix)
+{
+    const int64_t k = 130, m = 45, n = 11;
+    for (int b = 0; b < N_BACKENDS; b++) {
+        struct err e;
+        struct backend *be = backends[b].create(&e);
+        REQUIRE(be != NULL);
+        float *wv = rand_array(k * m, -1, 1), *x = rand_array(n * k, -1, 1);
+        struct tensor w, wh, wrows;
+        void *ws;
+        int64_t wne[2] = { k, m };
+        REQUIRE(weight(be, &w, &wh, &ws, wv, DTYPE_BF16, 2, wne, BACKEND_WEIGHT_BF16_MATRIX) == 0);
+        REQUIRE(be->ops->weight(be, &wrows, &wh, BACKEND_WEIGHT_MATRIX, &e) == 0);
+        int panels = cpu_detect() == CPU_LEVEL_AVX512;
+        CHECK(w.layout == (panels ? TENSOR_BF16_PANELS : TENSOR_ROWS));
+        CHECK((w.data != wh.data) == panels);
+        CHECK(w.ne[0] == k && w.ne[1] == m && w.type == DTYPE_BF16);
+        float *dx = put(be, x, n * k);
+        float *dy = be->ops->alloc(be, (size_t)(n * m) * sizeof(float));
+        float *d1 = be->ops->alloc(be, (size_t)m * sizeof(float));
+        float *dr = be->ops->alloc(be, (size_t)(n * m) * sizeof(float));
+        be->ops->linear_bf16(be, dy, dx, &w, NULL, n, 1);
+        be->ops->linear_bf16(be, d1, dx + (n - 1) * k, &w, NULL, 1, 1);
+        be->ops->linear_bf16(be, dr, dx, &wrows, NULL, n, 1);
+        float *y = take(be, dy, n * m), *y1 = take(be, d1, m), *yr = take(be, dr, n * m);
+        CHECK(memcmp(y + (n - 1) * m, y1, (size_t)m * sizeof *y) == 0);
+        CHECK(test_max_abs_diff(y, yr, n * m, NULL) < 1e-4);
+        be->ops->release(be, dx);
+        struct tensor out, vec;
+        int64_t vne[1] = { k };
+        void *vs;
+        CHECK(weight(be, &out, &vec, &vs, wv, DTYPE_F16, 2, wne, BACKEND_WEIGHT_BF16_MATRIX) == -1);
+        free(vs);
+        CHECK(weight(be, &out, &vec, &vs, wv, DTYPE_BF16, 1, vne, BACKEND_WEIGHT_BF16_MATRIX) ==
+              -1);
+        free(vs);
+        free(wv), free(x), free(ws), free(y), free(y1), free(yr);
         backend_free(be);
     }
 }

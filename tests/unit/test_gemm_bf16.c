@@ -340,3 +340,53 @@ TEST(gemm_bf16_rounded_rounds_x)
     }
     cpu_set_level(best);
 }
+
+/* Packed weights (gemm_bf16_pack + gemm_bf16_packed): against the reference of bf16(x) · W at
+ * every level; at the best level the bits of every row depend on nothing else: 1 or 2 threads,
+ * any row count, a row alone, a prefill-sized batch. The portable kernel agrees within rounding. */
+TEST(gemm_bf16_packed_against_reference)
+{
+    struct pool *two = pool_create(2);
+    REQUIRE(two != NULL);
+    enum cpu_level best = cpu_detect();
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int64_t m = shapes[si].m, k = shapes[si].k, ld = k + 3;
+        struct gb_bufs g;
+        REQUIRE(gb_alloc(&g, m, k, ld));
+        void *wp = aligned_alloc(64, gemm_bf16_packed_bytes(m, k) + 64);
+        REQUIRE(wp != NULL);
+        gemm_bf16_pack(wp, g.w, (size_t)ld * 2, m, k);
+        for (int with_bias = 0; with_bias <= 1; with_bias++) {
+            const float *b = with_bias ? g.bias : NULL;
+            reference_rounded(g.ref, g.abs_sum, g.x, g.w, ld, b, NMAX, m, k);
+            for (int level = CPU_LEVEL_GENERIC; level <= (int)best; level++) {
+                REQUIRE(cpu_set_level((enum cpu_level)level) == 0);
+                /* the whole batch on one thread: the bits every other call must give */
+                gemm_bf16_packed(NULL, g.yg, g.x, wp, b, NMAX, m, k, NULL);
+                for (size_t ni = 0; ni < sizeof rounded_rows / sizeof rounded_rows[0]; ni++) {
+                    int64_t n = rounded_rows[ni];
+                    char what[128];
+                    snprintf(what, sizeof what, "packed %s M=%lld K=%lld n=%lld bias=%d",
+                             cpu_level_name((enum cpu_level)level), (long long)m, (long long)k,
+                             (long long)n, with_bias);
+                    memset(g.y1, 0xff, (size_t)(n * m) * sizeof *g.y1);
+                    gemm_bf16_packed(two, g.y1, g.x, wp, b, n, m, k, g.scratch);
+                    if (!check_close(g.y1, g.ref, g.abs_sum, n, m, k, what))
+                        continue;
+                    if (memcmp(g.y1, g.yg, (size_t)(n * m) * sizeof *g.y1) != 0)
+                        test_fail(__FILE__, __LINE__, "%s: differs from the batch of %d", what,
+                                  NMAX);
+                    int64_t r = n - 1; /* the last row alone */
+                    gemm_bf16_packed(two, g.y2, g.x + r * k, wp, b, 1, m, k, g.scratch);
+                    if (memcmp(g.y1 + r * m, g.y2, (size_t)m * sizeof *g.y1) != 0)
+                        test_fail(__FILE__, __LINE__, "%s: row %lld alone differs", what,
+                                  (long long)r);
+                }
+            }
+            cpu_set_level(best);
+        }
+        free(wp);
+        gb_free(&g);
+    }
+    pool_free(two);
+}

@@ -1483,3 +1483,51 @@ TEST(gguf_fuzz_corpus_replay)
     CHECK(files > 0);
     CHECK(valid > 0 && valid < files); /* the corpus holds good and broken files */
 }
+
+/* Dropping a tensor's pages: its values read the same afterwards (the pages come back from the
+ * file), and so does the tensor beside it; a memory buffer is left alone. */
+TEST(gguf_drop_pages_keeps_values)
+{
+    const int64_t n = 5000; /* several pages of f32 */
+    float *a = malloc((size_t)n * sizeof *a), *b = malloc(64 * sizeof *b);
+    REQUIRE(a && b);
+    for (int64_t i = 0; i < n; i++)
+        a[i] = (float)i * 0.5f - 7.0f;
+    for (int i = 0; i < 64; i++)
+        b[i] = (float)-i;
+    char path[512];
+    snprintf(path, sizeof path, "%s/drop.gguf", test_tmpdir());
+    struct gguf_writer *w = gguf_writer_new();
+    REQUIRE(w != NULL);
+    CHECK(gguf_writer_add_tensor(w, "a", DTYPE_F32, 1, (int64_t[]){ n }, a) == 0);
+    CHECK(gguf_writer_add_tensor(w, "b", DTYPE_F32, 1, (int64_t[]){ 64 }, b) == 0);
+    struct err e = { "" };
+    REQUIRE(gguf_writer_write(w, path, &e) == 0);
+    gguf_writer_free(w);
+    struct gguf_file f;
+    REQUIRE(gguf_open(&f, path, &e) == 0);
+    const struct tensor *ta, *tb;
+    REQUIRE(gguf_get_tensor(&f, "a", GGUF_TYPES_ANY, 1, (int64_t[]){ n }, &ta, &e) == 0);
+    REQUIRE(gguf_get_tensor(&f, "b", GGUF_TYPES_ANY, 1, (int64_t[]){ 64 }, &tb, &e) == 0);
+    CHECK(memcmp(ta->data, a, (size_t)n * sizeof *a) == 0);
+    gguf_drop_pages(&f, ta);
+    CHECK(memcmp(ta->data, a, (size_t)n * sizeof *a) == 0);
+    CHECK(memcmp(tb->data, b, 64 * sizeof *b) == 0);
+    gguf_close(&f);
+
+    /* a buffer the caller owns: nothing dropped, nothing zeroed */
+    FILE *fp = fopen(path, "rb");
+    REQUIRE(fp != NULL);
+    fseek(fp, 0, SEEK_END);
+    long size = ftell(fp);
+    rewind(fp);
+    uint8_t *mem = aligned_alloc(4096, ((size_t)size + 4095) & ~(size_t)4095);
+    REQUIRE(mem && fread(mem, 1, (size_t)size, fp) == (size_t)size);
+    fclose(fp);
+    REQUIRE(gguf_open_memory(&f, mem, (size_t)size, "drop.gguf", &e) == 0);
+    REQUIRE(gguf_get_tensor(&f, "a", GGUF_TYPES_ANY, 1, (int64_t[]){ n }, &ta, &e) == 0);
+    gguf_drop_pages(&f, ta);
+    CHECK(memcmp(ta->data, a, (size_t)n * sizeof *a) == 0);
+    gguf_close(&f);
+    free(mem), free(a), free(b);
+}
