@@ -103,7 +103,7 @@ static int bf16_panels(struct backend *be, struct tensor *dst, const struct tens
     void *p = own(be, gemm_bf16_packed_bytes(m, k));
     if (!p)
         return err_set(e, "tensor '%s': out of memory for its bf16 panels", src->name);
-    gemm_bf16_pack(p, tensor_row(src, 0), (size_t)src->nb[1], m, k);
+    gemm_bf16_pack(cpu_of(be)->pool, p, tensor_row(src, 0), (size_t)src->nb[1], m, k);
     dst->data = p;
     dst->layout = TENSOR_BF16_PANELS;
     return 0;

@@ -131,26 +131,42 @@ size_t gemm_bf16_packed_bytes(int64_t m, int64_t k)
     return (size_t)((m + PW - 1) / PW) * (size_t)((k + 1) / 2) * (size_t)PW * sizeof(uint32_t);
 }
 
-/* Reads 32 rows side by side, a pair of each at a time, and writes each panel in order. */
-void gemm_bf16_pack(void *dst, const uint16_t *w, size_t w_stride, int64_t m, int64_t k)
+struct pack_job {
+    uint32_t *dst;
+    const uint16_t *w;
+    size_t w_stride;
+    int64_t m, k;
+};
+
+/* Panels [p0, p1): 32 rows read side by side, a pair of each at a time, each panel written in
+ * order. */
+static void run_pack(void *arg, int64_t p0, int64_t p1)
 {
-    const int64_t PW = GEMM_BF16_PANEL_COLS, pairs = (k + 1) / 2;
-    uint32_t *out = dst;
-    for (int64_t p = 0; p * PW < m; p++) {
+    const struct pack_job *j = arg;
+    const int64_t PW = GEMM_BF16_PANEL_COLS, pairs = (j->k + 1) / 2;
+    for (int64_t p = p0; p < p1; p++) {
+        uint32_t *out = j->dst + (size_t)p * (size_t)pairs * PW;
         const uint16_t *row[GEMM_BF16_PANEL_COLS];
-        int64_t live = m - p * PW < PW ? m - p * PW : PW;
+        int64_t live = j->m - p * PW < PW ? j->m - p * PW : PW;
         for (int64_t c = 0; c < live; c++)
-            row[c] = (const uint16_t *)((const uint8_t *)w + (size_t)(p * PW + c) * w_stride);
+            row[c] = (const uint16_t *)((const uint8_t *)j->w + (size_t)(p * PW + c) * j->w_stride);
         for (int64_t kp = 0; kp < pairs; kp++, out += PW)
             for (int64_t c = 0; c < PW; c++) {
                 if (c >= live) {
                     out[c] = 0;
                     continue;
                 }
-                uint32_t hi = 2 * kp + 1 < k ? row[c][2 * kp + 1] : 0;
+                uint32_t hi = 2 * kp + 1 < j->k ? row[c][2 * kp + 1] : 0;
                 out[c] = row[c][2 * kp] | hi << 16;
             }
     }
+}
+
+void gemm_bf16_pack(struct pool *pool, void *dst, const uint16_t *w, size_t w_stride, int64_t m,
+                    int64_t k)
+{
+    struct pack_job j = { dst, w, w_stride, m, k };
+    pool_for(pool, (m + GEMM_BF16_PANEL_COLS - 1) / GEMM_BF16_PANEL_COLS, 1, run_pack, &j);
 }
 
 struct job {

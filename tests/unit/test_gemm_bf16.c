@@ -355,7 +355,7 @@ TEST(gemm_bf16_packed_against_reference)
         REQUIRE(gb_alloc(&g, m, k, ld));
         void *wp = aligned_alloc(64, gemm_bf16_packed_bytes(m, k) + 64);
         REQUIRE(wp != NULL);
-        gemm_bf16_pack(wp, g.w, (size_t)ld * 2, m, k);
+        gemm_bf16_pack(two, wp, g.w, (size_t)ld * 2, m, k);
         for (int with_bias = 0; with_bias <= 1; with_bias++) {
             const float *b = with_bias ? g.bias : NULL;
             reference_rounded(g.ref, g.abs_sum, g.x, g.w, ld, b, NMAX, m, k);
