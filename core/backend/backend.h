@@ -33,14 +33,18 @@
 
 struct backend;
 
-/* How model code will use a weight: read as stored (matrices for linear layers), as f32
- * values (everything else), or as a bf16 matrix that only linear_bf16 multiplies, which the
- * backend may keep in its own layout (the CPU one: kernels/gemm_bf16.h's panels, on CPUs with
- * AVX-512 BF16; a copy, so the file's pages may be dropped afterwards). */
+/* How model code will use a weight: read as stored (matrices for any operation), as f32
+ * values (everything else), or as a matrix that only `linear` (LINEAR) or only `linear_bf16`
+ * (LINEAR_BF16, a bf16 matrix) multiplies. Those two the backend may keep in a layout of its
+ * own, a copy (the CPU one, on AVX-512 CPUs: kernels/gemm_panel.h's panels for f32 and f16,
+ * kernels/gemm_bf16.h's for bf16); when the prepared tensor's data is not the file's, the
+ * file's pages may be dropped. `linear` over such a layout is row-exact: each row's result
+ * does not depend on n or on the other rows. */
 enum backend_weight_use {
     BACKEND_WEIGHT_MATRIX = 0,
     BACKEND_WEIGHT_F32 = 1,
-    BACKEND_WEIGHT_BF16_MATRIX = 2,
+    BACKEND_WEIGHT_LINEAR_BF16 = 2,
+    BACKEND_WEIGHT_LINEAR = 3,
 };
 
 /* Elementwise functions of one tensor, with the parameter where one applies. */

@@ -10,6 +10,7 @@
 
 #include "kernels/act.h"
 #include "kernels/gemm_bf16.h"
+#include "kernels/gemm_panel.h"
 #include "kernels/gemm_q8.h"
 #include "kernels/gemv.h"
 #include "kernels/matmul.h"
@@ -109,11 +110,33 @@ static int bf16_panels(struct backend *be, struct tensor *dst, const struct tens
     return 0;
 }
 
+/* An f32 or f16 matrix for linear in gemm_panel's panels, on AVX-512 CPUs (elsewhere, and for
+ * other types, the rows as stored serve). */
+static int linear_panels(struct backend *be, struct tensor *dst, const struct tensor *src,
+                         struct err *e)
+{
+    if (!gemv_supports(src->type) || src->n_dims != 2)
+        return err_set(e, "tensor '%s': type %u cannot be used as a matrix", src->name,
+                       (unsigned)src->type);
+    if (!gemm_panel_supports(src->type) || cpu_level() != CPU_LEVEL_AVX512)
+        return 0;
+    int64_t k = src->ne[0], m = src->ne[1];
+    void *p = own(be, gemm_panel_bytes(src->type, m, k));
+    if (!p)
+        return err_set(e, "tensor '%s': out of memory for its panels", src->name);
+    gemm_panel_pack(cpu_of(be)->pool, p, src->type, tensor_row(src, 0), (size_t)src->nb[1], m, k);
+    dst->data = p;
+    dst->layout = TENSOR_PANELS;
+    return 0;
+}
+
 static int cpu_weight(struct backend *be, struct tensor *dst, const struct tensor *src,
                       enum backend_weight_use use, struct err *e)
 {
     *dst = *src;
-    if (use == BACKEND_WEIGHT_BF16_MATRIX)
+    if (use == BACKEND_WEIGHT_LINEAR)
+        return linear_panels(be, dst, src, e);
+    if (use == BACKEND_WEIGHT_LINEAR_BF16)
         return bf16_panels(be, dst, src, e);
     if (use == BACKEND_WEIGHT_MATRIX) {
         if (!gemv_supports(src->type))
@@ -143,6 +166,11 @@ static void cpu_linear(struct backend *be, float *y, const float *x, const struc
                        const struct tensor *b, int64_t n)
 {
     struct cpu *c = cpu_of(be);
+    if (w->layout == TENSOR_PANELS) {
+        gemm_panel_forward(c->pool, y, x, w->data, w->type, f32_of(b), n, tensor_nrows(w),
+                           w->ne[0]);
+        return;
+    }
     size_t need = n > GEMV_MAX_ROWS ? matmul_scratch_bytes(c->pool, w) : 0;
     matmul_forward(c->pool, y, x, w, f32_of(b), n, need ? scratch(be, need) : NULL);
 }

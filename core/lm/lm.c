@@ -100,7 +100,9 @@ static int load_weight(struct lm_model *m, struct tensor *dst, const char *name,
         return -1;
     enum backend_weight_use use = n_dims == 1 ? BACKEND_WEIGHT_F32 : BACKEND_WEIGHT_MATRIX;
     if (n_dims == 2 && t->type == DTYPE_BF16 && m->round_bf16)
-        use = BACKEND_WEIGHT_BF16_MATRIX;
+        use = BACKEND_WEIGHT_LINEAR_BF16;
+    else if (n_dims == 2 && t->type != DTYPE_Q8_0) /* multiplied by `linear` alone */
+        use = BACKEND_WEIGHT_LINEAR;
     if (m->be->ops->weight(m->be, dst, t, use, e) != 0)
         return err_prefix(e, "%s", m->file.path);
     if (dst->data != t->data) /* the backend made its own copy: the file's pages can go */
@@ -271,7 +273,9 @@ int lm_init_random(struct lm_model *m, const struct lm_hparams *hp, enum dtype w
     }
     m->embd = &m->embd_owned;
     /* the matrices prepared as lm_load prepares them */
-    for (int l = -1; l < hp->n_layer && m->round_bf16; l++) {
+    enum backend_weight_use use =
+        m->round_bf16 ? BACKEND_WEIGHT_LINEAR_BF16 : BACKEND_WEIGHT_LINEAR;
+    for (int l = -1; l < hp->n_layer && wtype != DTYPE_Q8_0; l++) {
         struct tensor *mats[4] = { &m->output };
         int n = 1;
         if (l >= 0) {
@@ -280,7 +284,7 @@ int lm_init_random(struct lm_model *m, const struct lm_hparams *hp, enum dtype w
             n = 4;
         }
         for (int i = 0; i < n; i++)
-            if (be->ops->weight(be, mats[i], mats[i], BACKEND_WEIGHT_BF16_MATRIX, e) != 0) {
+            if (be->ops->weight(be, mats[i], mats[i], use, e) != 0) {
                 lm_free(m);
                 return -1;
             }
@@ -409,7 +413,7 @@ void lm_runner_free(struct lm_runner *r)
 /*
  * y[n][M] = x[n][K]·Wᵀ (+ b). With bf16 weights and round_bf16 (the reference's bf16
  * activations) x is rounded to bf16 and the products run in the bf16 kernel over the panels
- * the backend packed the matrix into at load (BACKEND_WEIGHT_BF16_MATRIX), which add every
+ * the backend packed the matrix into at load (BACKEND_WEIGHT_LINEAR_BF16), which add every
  * output in one order whatever the rows: a decode step of 16 sequences shares each weight
  * load and still gives each sequence the bits it gets alone, and a prefill block the same bits
  * too (16 rows: 1.5x the unpacked dot-product tiles; prefill 1.3x the per-call packing).
@@ -434,7 +438,7 @@ static void linear(const struct lm_model *m, float *y, const float *x, const str
         be->ops->linear_q8(be, y, x, w, b, n);
         return;
     }
-    if (!decode) {
+    if (!decode || w->layout != TENSOR_ROWS) { /* a prepared layout is row-exact at any n */
         be->ops->linear(be, y, x, w, b, n);
         return;
     }

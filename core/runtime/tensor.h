@@ -21,6 +21,7 @@
 enum tensor_layout {
     TENSOR_ROWS = 0,
     TENSOR_BF16_PANELS = 1, /* kernels/gemm_bf16.h: gemm_bf16_pack's panels */
+    TENSOR_PANELS = 2,      /* kernels/gemm_panel.h: gemm_panel_pack's panels (f32, f16) */
 };
 
 struct tensor {

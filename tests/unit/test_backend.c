@@ -135,7 +135,7 @@ TEST(backend_bf16_matrix)
         struct tensor w, wh, wrows;
         void *ws;
         int64_t wne[2] = { k, m };
-        REQUIRE(weight(be, &w, &wh, &ws, wv, DTYPE_BF16, 2, wne, BACKEND_WEIGHT_BF16_MATRIX) == 0);
+        REQUIRE(weight(be, &w, &wh, &ws, wv, DTYPE_BF16, 2, wne, BACKEND_WEIGHT_LINEAR_BF16) == 0);
         REQUIRE(be->ops->weight(be, &wrows, &wh, BACKEND_WEIGHT_MATRIX, &e) == 0);
         int panels = cpu_detect() == CPU_LEVEL_AVX512;
         CHECK(w.layout == (panels ? TENSOR_BF16_PANELS : TENSOR_ROWS));
@@ -155,12 +155,50 @@ TEST(backend_bf16_matrix)
         struct tensor out, vec;
         int64_t vne[1] = { k };
         void *vs;
-        CHECK(weight(be, &out, &vec, &vs, wv, DTYPE_F16, 2, wne, BACKEND_WEIGHT_BF16_MATRIX) == -1);
+        CHECK(weight(be, &out, &vec, &vs, wv, DTYPE_F16, 2, wne, BACKEND_WEIGHT_LINEAR_BF16) == -1);
         free(vs);
-        CHECK(weight(be, &out, &vec, &vs, wv, DTYPE_BF16, 1, vne, BACKEND_WEIGHT_BF16_MATRIX) ==
+        CHECK(weight(be, &out, &vec, &vs, wv, DTYPE_BF16, 1, vne, BACKEND_WEIGHT_LINEAR_BF16) ==
               -1);
         free(vs);
         free(wv), free(x), free(ws), free(y), free(y1), free(yr);
+        backend_free(be);
+    }
+}
+
+/* A matrix prepared for `linear` alone: f32 and f16 in panels on AVX-512 CPUs (row-exact at
+ * any n), other types as stored; the same products as the rows as stored within rounding. */
+TEST(backend_linear_matrix)
+{
+    static const enum dtype types[] = { DTYPE_F32, DTYPE_F16, DTYPE_BF16, DTYPE_Q8_0 };
+    const int64_t k = 96, m = 45, n = 20;
+    for (int b = 0; b < N_BACKENDS; b++) {
+        struct err e;
+        struct backend *be = backends[b].create(&e);
+        REQUIRE(be != NULL);
+        for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+            float *wv = rand_array(k * m, -1, 1), *x = rand_array(n * k, -1, 1);
+            struct tensor w, wh, wrows;
+            void *ws;
+            int64_t wne[2] = { k, m };
+            REQUIRE(weight(be, &w, &wh, &ws, wv, types[t], 2, wne, BACKEND_WEIGHT_LINEAR) == 0);
+            REQUIRE(be->ops->weight(be, &wrows, &wh, BACKEND_WEIGHT_MATRIX, &e) == 0);
+            int panels = cpu_detect() == CPU_LEVEL_AVX512 &&
+                         (types[t] == DTYPE_F32 || types[t] == DTYPE_F16);
+            CHECK(w.layout == (panels ? TENSOR_PANELS : TENSOR_ROWS));
+            float *dx = put(be, x, n * k);
+            float *dy = be->ops->alloc(be, (size_t)(n * m) * sizeof(float));
+            float *d1 = be->ops->alloc(be, (size_t)m * sizeof(float));
+            float *dr = be->ops->alloc(be, (size_t)(n * m) * sizeof(float));
+            be->ops->linear(be, dy, dx, &w, NULL, n);
+            be->ops->linear(be, d1, dx + 3 * k, &w, NULL, 1);
+            be->ops->linear(be, dr, dx, &wrows, NULL, n);
+            float *y = take(be, dy, n * m), *y1 = take(be, d1, m), *yr = take(be, dr, n * m);
+            if (panels)
+                CHECK(memcmp(y + 3 * m, y1, (size_t)m * sizeof *y) == 0);
+            CHECK(test_max_abs_diff(y, yr, n * m, NULL) < 1e-4);
+            be->ops->release(be, dx);
+            free(wv), free(x), free(ws), free(y), free(y1), free(yr);
+        }
         backend_free(be);
     }
 }
