@@ -7,8 +7,9 @@
 
 #include <stdint.h>
 
-/* Sums n floats (n a multiple of 128) with plain vector loads: the STREAM-like read
- * kernel that measures the memory read bandwidth. */
+/* Sums n floats (n a multiple of 128) with vector loads and a software prefetch 4 KiB ahead
+ * (as the decode kernels stream weights): the STREAM-like read kernel that measures the
+ * memory read bandwidth. */
 double bench_avx2_read(const float *p, int64_t n);
 double bench_avx512_read(const float *p, int64_t n);
 

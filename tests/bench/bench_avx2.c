@@ -21,6 +21,7 @@ double bench_avx2_read(const float *p, int64_t n)
     for (int64_t i = 0; i < n; i += 128)
 #pragma GCC unroll 8
         for (int j = 0; j < 8; j++) {
+            _mm_prefetch((const char *)(p + i + 16 * j) + 4096, _MM_HINT_NTA);
             s[j] = _mm256_add_ps(s[j], _mm256_loadu_ps(p + i + 16 * j));
             s[j] = _mm256_add_ps(s[j], _mm256_loadu_ps(p + i + 16 * j + 8));
         }
