@@ -92,9 +92,8 @@ static inline __attribute__((always_inline)) void transpose(__m512i *z)
 
 /* Group g of weight row wr in registers, in the x layout: z[t] lane l = dword t of block
  * 16 g + l (q as stored), *d lane l = its scale; blocks beyond nb are zeros. */
-VNNI static inline __attribute__((always_inline)) void load_group(__m512i z[8], __m512 *d,
-                                                                  const uint8_t *wr, int64_t g,
-                                                                  int64_t nb)
+VNNI static inline __attribute__((always_inline)) void
+load_group(__m512i z[8], __m512 *d, const uint8_t *wr, int64_t g, int64_t nb)
 {
     int64_t b0 = g * GEMM_Q8_GROUP;
     int cnt = nb - b0 < GEMM_Q8_GROUP ? (int)(nb - b0) : GEMM_Q8_GROUP;
@@ -243,8 +242,8 @@ VNNI static inline __attribute__((always_inline)) void direct(const struct gemm_
                 __m512i acc = nc;
 #pragma GCC unroll 8
                 for (int t = 0; t < 8; t++)
-                    acc = _mm512_dpbusd_epi32(acc, _mm512_load_si512((const __m512i *)(xg + t * 64)),
-                                              z[t]);
+                    acc = _mm512_dpbusd_epi32(
+                        acc, _mm512_load_si512((const __m512i *)(xg + t * 64)), z[t]);
                 __m512 s = _mm512_mul_ps(d, _mm512_loadu_ps(a->xd + r * G * 16 + g * 16));
                 facc[r] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(acc), facc[r]);
             }
