@@ -7,8 +7,10 @@
  *   from the host only with backend_upload()/backend_download(). Model code never reads or
  *   writes them directly, so a device backend may keep them off the host.
  * - Weights are tensors from a model file, prepared once at load by backend_weight(): the CPU
- *   backend uses matrices where they lie in the mapping and converts what its kernels need
- *   as f32 (vectors, convolution kernels, codebooks) into memory it owns.
+ *   backend uses matrices where they lie in the mapping, packs those only its linear
+ *   operations multiply into its kernels' layouts (enum backend_weight_use), and converts
+ *   what its kernels need as f32 (vectors, convolution kernels, codebooks) into memory it
+ *   owns.
  * - Host-side tables (struct rope_table, struct spectral_plan) are built once by model code
  *   and passed by pointer; a device backend copies one to the device on first use.
  * - One backend serves one thread at a time (its pool runs one loop at a time); the engine
