@@ -101,7 +101,7 @@ $(PARLEYD): $(BUILD)/daemon/parleyd.o $(DAEMON_LIB) $(PROTO_LIB) $(LIB)
 $(TESTS): $(TEST_OBJ) $(DAEMON_LIB) $(PROTO_LIB) $(LIB) | $(CLI) $(PARLEYD_IF_ANY)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(BENCH): $(BENCH_OBJ) $(BUILD)/tests/unit/testd.o $(LIB)
+$(BENCH): $(BENCH_OBJ) $(BUILD)/tests/unit/testd.o $(DAEMON_LIB) $(LIB)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 # ---- tests ---------------------------------------------------------------------------------

@@ -830,8 +830,7 @@ static int chat_send_paced(struct chat_session *s, const void *data, size_t len)
                        max);
             return -1;
         }
-        struct timespec ts = { 0, 10 * 1000000L };
-        nanosleep(&ts, NULL);
+        clock_sleep_ms(10);
     }
     return s->io.send(s->io.ctx, 1, data, len);
 }
@@ -1080,8 +1079,7 @@ static void *chat_pump(void *arg)
             chat_event(s, &ev);
             engine_event_clear(&ev);
         } else if (!es) {
-            struct timespec ts = { 0, (long)(CHAT_TICK_S * 1e9) };
-            nanosleep(&ts, NULL);
+            clock_sleep_ms(1e3 * CHAT_TICK_S);
         }
         double t = clock_seconds();
         if (t >= next_timer) {

@@ -12,17 +12,14 @@
  * With --figures every figure is printed as "FIGURE name value unit" instead (what
  * tests/bench/bench_load.c reads to put them into `make bench`).
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,6 +27,7 @@
 #include "audio/codec.h"
 #include "audio/wav.h"
 #include "cmd.h"
+#include "localhost.h"
 #include "runtime/clock.h"
 
 #define LOAD_MAX_N    256
@@ -60,14 +58,6 @@ struct load_daemon {
     char url[128];
 };
 
-static void load_sleep_ms(double ms)
-{
-    if (ms <= 0)
-        return;
-    struct timespec ts = { (time_t)(ms / 1000), (long)((ms - (time_t)(ms / 1000) * 1000) * 1e6) };
-    nanosleep(&ts, NULL);
-}
-
 static void load_figure(const struct load_opts *o, const char *name, double value, const char *unit)
 {
     if (o->figures)
@@ -93,79 +83,17 @@ static double load_quantile(double *v, int n, double q)
     return v[i < 0 ? 0 : i >= n ? n - 1 : i];
 }
 
-/* A file next to this binary (parleyd, parley). */
-static int load_sibling(const char *name, char *out, size_t len)
-{
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
-        return -1;
-    exe[n] = 0;
-    char *slash = strrchr(exe, '/');
-    if (!slash)
-        return -1;
-    *slash = 0;
-    if (snprintf(out, len, "%s/%s", exe, name) >= (int)len || access(out, X_OK) != 0)
-        return -1;
-    return 0;
-}
-
 /* ---- the daemon ----------------------------------------------------------------------- */
-
-static int load_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t al = sizeof a;
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &al) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
-/* The HTTP status of GET path on 127.0.0.1:port, or -1. */
-static int load_get_status(int port, const char *path)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct timeval tv = { 2, 0 };
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    char buf[256];
-    int status = -1;
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
-        int n = snprintf(buf, sizeof buf, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                         path);
-        if (write(fd, buf, (size_t)n) == n && read(fd, buf, sizeof buf - 1) > 12) {
-            buf[sizeof buf - 1] = 0;
-            if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
-                status = -1;
-        }
-    }
-    close(fd);
-    return status;
-}
 
 static int load_daemon_start(struct load_daemon *d, const struct load_opts *o, const char *dir)
 {
     char exe[PATH_MAX], conf[PATH_MAX + 32], log[PATH_MAX + 32];
-    if (load_sibling("parleyd", exe, sizeof exe) != 0) {
+    if (localhost_sibling("parleyd", exe, sizeof exe) != 0) {
         fprintf(stderr, "parley: load: no parleyd next to this binary (build it first)\n");
         return -1;
     }
-    d->http = load_free_port();
-    d->ws = load_free_port();
+    d->http = localhost_free_port();
+    d->ws = localhost_free_port();
     if (d->ws == d->http)
         d->ws++;
     snprintf(conf, sizeof conf, "%s/parleyd.conf", dir);
@@ -190,8 +118,8 @@ static int load_daemon_start(struct load_daemon *d, const struct load_opts *o, c
         execl(exe, exe, "--config", conf, (char *)NULL);
         _exit(127);
     }
-    for (double end = clock_ms() + LOAD_WAIT_MS; clock_ms() < end; load_sleep_ms(20)) {
-        if (load_get_status(d->http, "/readyz") == 200) {
+    for (double end = clock_ms() + LOAD_WAIT_MS; clock_ms() < end; clock_sleep_ms(20)) {
+        if (localhost_get_status(d->http, "/readyz") == 200) {
             snprintf(d->url, sizeof d->url, "ws://127.0.0.1:%d/v1/chat", d->ws);
             return 0;
         }
@@ -215,7 +143,7 @@ static void load_daemon_stop(struct load_daemon *d)
         return;
     kill(d->pid, SIGTERM);
     int st;
-    for (double end = clock_ms() + LOAD_WAIT_MS; clock_ms() < end; load_sleep_ms(20))
+    for (double end = clock_ms() + LOAD_WAIT_MS; clock_ms() < end; clock_sleep_ms(20))
         if (waitpid(d->pid, &st, WNOHANG) != 0)
             return; /* gone (or not ours any more) */
     kill(d->pid, SIGKILL);
@@ -270,7 +198,7 @@ static int load_sessions(const struct load_opts *o, const char *url, const char 
                          const char *dir, int n, struct load_result *r)
 {
     char talk[PATH_MAX];
-    if (load_sibling("parley", talk, sizeof talk) != 0)
+    if (localhost_sibling("parley", talk, sizeof talk) != 0)
         return -1;
     memset(r, 0, sizeof *r);
     pid_t pids[LOAD_MAX_N];
@@ -292,7 +220,7 @@ static int load_sessions(const struct load_opts *o, const char *url, const char 
             _exit(127);
         }
         if (n > 1)
-            load_sleep_ms(1000.0 / n); /* arrivals spread over a second */
+            clock_sleep_ms(1000.0 / n); /* arrivals spread over a second */
     }
     for (int i = 0; i < n; i++) {
         int st = 0;

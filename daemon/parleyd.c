@@ -542,8 +542,7 @@ static void parleyd_drain(struct parleyd *d, double *next_wd)
     chat_server_drain(d->ws, d->cfg.drain_timeout);
     double deadline = clock_seconds() + d->cfg.drain_timeout;
     while (atomic_load(&d->svc.sessions) > 0 && clock_seconds() < deadline) {
-        struct timespec ts = { 0, POLL_MS * 1000000L };
-        nanosleep(&ts, NULL);
+        clock_sleep_ms(POLL_MS);
         parleyd_watchdog(d, next_wd);
     }
     if (atomic_load(&d->svc.sessions) > 0)
@@ -691,8 +690,7 @@ int main(int argc, char **argv)
 
     double next_wd = 0, next_status = clock_seconds() + STATUS_EVERY_S;
     while (!sig_stop) {
-        struct timespec ts = { 0, POLL_MS * 1000000L };
-        nanosleep(&ts, NULL);
+        clock_sleep_ms(POLL_MS);
         double t = clock_seconds();
         parleyd_watchdog(&d, &next_wd);
         if (sig_reload) {

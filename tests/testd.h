@@ -25,20 +25,15 @@
 #define TD_TOK_PATH   TD_GOLDEN_DIR "/stok_a.gguf"
 #define TD_DEC_PATH   TD_GOLDEN_DIR "/voice_decoder.gguf"
 
-/* A sleep of ms (the clock: runtime/clock.h). */
-void td_sleep_ms(int ms);
 /* PARLEY_TEST_QUICK is set (the sanitizer runs): shorter work. */
 int td_quick(void);
 
-/* The program name (parleyd, parley) next to this binary into out; 0 when it is not there. */
-int td_sibling(const char *name, char *out, size_t len);
-/* As td_sibling; when it is not there, says the test is skipped (stderr) and returns 0. */
+/* localhost_sibling (daemon/localhost.h) as 1 / 0; when the program is not there, says the
+ * test is skipped (stderr) and returns 0. */
 int td_need(const char *name, char *out, size_t len);
 /* 1 when the three golden models can be read. */
 int td_have_models(void);
 
-/* A TCP port free on 127.0.0.1 right now (-1 when none could be had). */
-int td_free_port(void);
 /* A connection to 127.0.0.1:port (close-on-exec; send and receive timeouts of timeout_s
  * seconds when > 0); -1 when refused. */
 int td_connect(int port, int timeout_s);

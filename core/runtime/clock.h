@@ -21,4 +21,14 @@ static inline double clock_ms(void)
     return 1e3 * clock_seconds();
 }
 
+/* Sleeps ms milliseconds (nothing when ms <= 0); a signal may end it early. */
+static inline void clock_sleep_ms(double ms)
+{
+    if (ms <= 0)
+        return;
+    time_t s = (time_t)(ms / 1000);
+    struct timespec ts = { s, (long)((ms - 1000.0 * (double)s) * 1e6) };
+    nanosleep(&ts, NULL);
+}
+
 #endif

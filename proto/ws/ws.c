@@ -547,8 +547,7 @@ void ws_stop(struct ws_server *srv)
         if (srv->ctx)
             lws_cancel_service(srv->ctx);
         pthread_mutex_unlock(&srv->ctx_mu);
-        struct timespec ts = { 0, 20 * 1000000L };
-        nanosleep(&ts, NULL);
+        clock_sleep_ms(20);
     }
     pthread_join(srv->thread, NULL);
     pthread_mutex_destroy(&srv->ctx_mu);

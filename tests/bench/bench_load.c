@@ -10,11 +10,12 @@
 
 #include "bench/figure.h"
 #include "testd.h"
+#include "localhost.h"
 
 void bench_load_run(int quick)
 {
     char exe[PATH_MAX];
-    if (!td_sibling("parley", exe, sizeof exe)) {
+    if (localhost_sibling("parley", exe, sizeof exe) != 0) {
         printf("  load: no parley next to parley-bench (make builds it)\n");
         return;
     }

@@ -14,6 +14,7 @@
 #include "service.h"
 #include "test.h"
 #include "testd.h"
+#include "runtime/clock.h"
 
 #define TC_GOLDEN "build/golden/"
 #define TC_MAX    512
@@ -36,11 +37,8 @@ static int tc_send(void *ctx, int binary, const void *data, size_t len)
     pthread_mutex_lock(&io->mu);
     if (binary) {
         io->bin_bytes += (int64_t)len;
-        if (!io->n_bin++) {
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            io->t_first_bin = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-        }
+        if (!io->n_bin++)
+            io->t_first_bin = clock_seconds();
     } else if (io->n_json < TC_MAX) {
         io->json[io->n_json] = strndup(data, len);
         io->n_json++;
@@ -94,8 +92,7 @@ static int tc_wait(struct tc_io *io, int from, const char *needle, double timeou
                 return i;
             }
         pthread_mutex_unlock(&io->mu);
-        struct timespec ts = { 0, 10 * 1000000L };
-        nanosleep(&ts, NULL);
+        clock_sleep_ms(10);
     }
     return -1;
 }
@@ -109,10 +106,8 @@ static int tc_wait_close(struct tc_io *io, double timeout_s)
         pthread_mutex_lock(&io->mu);
         code = io->close_code;
         pthread_mutex_unlock(&io->mu);
-        if (!code) {
-            struct timespec ts = { 0, 10 * 1000000L };
-            nanosleep(&ts, NULL);
-        }
+        if (!code)
+            clock_sleep_ms(10);
     }
     return code;
 }
@@ -474,10 +469,9 @@ TEST(chat_cancel_after_done_trims_history)
     int d2 = tc_wait(&io, n0, "\"turn.done\"", 20);
     REQUIRE(d2 >= 0);
     long long samples = tc_field(io.json[d2], "audio_samples");
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
+    double now = clock_seconds();
     pthread_mutex_lock(&io.mu);
-    double since = (double)now.tv_sec + (double)now.tv_nsec * 1e-9 - io.t_first_bin;
+    double since = now - io.t_first_bin;
     pthread_mutex_unlock(&io.mu);
     int playing = since < 0.8 * (double)samples / 16000;
     fprintf(stderr, "  answer of %lld samples (16 kHz), %.3f s after its first audio%s\n", samples,
@@ -566,8 +560,7 @@ TEST(chat_input_flow_control)
         pthread_mutex_lock(&io.mu);
         resumed = !io.paused;
         pthread_mutex_unlock(&io.mu);
-        struct timespec ts = { 0, 10 * 1000000L };
-        nanosleep(&ts, NULL);
+        clock_sleep_ms(10);
     }
     CHECK(resumed);
     int err = tc_wait(&io, 0, "\"error\"", 0);

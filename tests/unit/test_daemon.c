@@ -28,6 +28,7 @@
 
 #include "test.h"
 #include "testd.h"
+#include "localhost.h"
 #include "runtime/clock.h"
 
 #define GOLDEN_CMD                                               \
@@ -92,7 +93,7 @@ TEST(daemon_serves_and_stops)
         return;
     REQUIRE(have_models());
     const char *dir = test_tmpdir();
-    int port = td_free_port(), ws_port = td_free_port();
+    int port = localhost_free_port(), ws_port = localhost_free_port();
     REQUIRE(port > 0 && ws_port > 0);
     if (ws_port == port)
         ws_port = port + 1;
@@ -214,7 +215,7 @@ TEST(daemon_serves_and_stops)
     td_write_file(conf, text);
     kill(pid, SIGHUP);
     int reloaded = 0;
-    for (double end = clock_ms() + 5000; clock_ms() < end && !reloaded; td_sleep_ms(50))
+    for (double end = clock_ms() + 5000; clock_ms() < end && !reloaded; clock_sleep_ms(50))
         reloaded =
             td_get(port, "/metrics", "Authorization: Bearer k3\r\n", body, sizeof body) == 200;
     CHECK(reloaded);
@@ -303,7 +304,7 @@ TEST(daemon_refuses_broken_model)
     snprintf(broken, sizeof broken, "%s/broken.gguf", dir);
     snprintf(log, sizeof log, "%s/broken.log", dir);
     td_write_file(broken, "GGUF but not really a model file");
-    int port = td_free_port();
+    int port = localhost_free_port();
     snprintf(port_flag, sizeof port_flag, "--http-port=%d", port);
     snprintf(lm_flag, sizeof lm_flag, "--models-lm=%s", broken);
     char *env[8];
@@ -379,7 +380,7 @@ TEST(daemon_socket_activation)
     REQUIRE(bind(lfd, (struct sockaddr *)&a, sizeof a) == 0 && listen(lfd, 16) == 0);
     REQUIRE(getsockname(lfd, (struct sockaddr *)&a, &al) == 0);
     int port = ntohs(a.sin_port);
-    int other = td_free_port(); /* what the flags name: must stay unused */
+    int other = localhost_free_port(); /* what the flags name: must stay unused */
     char log[512], flag[64], out[8192];
     snprintf(log, sizeof log, "%s/activated.log", test_tmpdir());
     snprintf(flag, sizeof flag, "--http-port=%d", other);
@@ -403,7 +404,7 @@ TEST(daemon_socket_activation)
     int status = td_get(port, "/healthz", NULL, body, sizeof body);
     CHECK(status == 200);
     int ready = 0;
-    for (double end = clock_ms() + WAIT_MS; clock_ms() < end && !ready; td_sleep_ms(20))
+    for (double end = clock_ms() + WAIT_MS; clock_ms() < end && !ready; clock_sleep_ms(20))
         ready = td_get(port, "/readyz", NULL, body, sizeof body) == 200;
     CHECK(ready);
     CHECK(td_get(other, "/healthz", NULL, body, sizeof body) == -1);

@@ -11,6 +11,7 @@
 #include "engine/engine.h"
 #include "lm/chat.h"
 #include "test.h"
+#include "runtime/clock.h"
 
 #define GOLDEN "build/golden/"
 #define GEN_CMD                                                                   \
@@ -895,13 +896,6 @@ struct te_stress {
     int turns, refused, cancels, closes_mid;
 };
 
-static double te_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static uint64_t te_rand(uint64_t *r)
 {
     *r ^= *r << 13, *r ^= *r >> 7, *r ^= *r << 17;
@@ -915,7 +909,7 @@ static void *te_stress_thread(void *arg)
     struct err e;
     float pcm[1600];
     te_audio(pcm, 1600, st->seed);
-    while (te_now() < st->until) {
+    while (clock_seconds() < st->until) {
         struct engine_session_options o;
         te_opts(&o, 4 + (int)(te_rand(&r) % 24));
         o.n_ctx = 160;
@@ -928,7 +922,7 @@ static void *te_stress_thread(void *arg)
             continue;
         }
         int n_turns = 1 + (int)(te_rand(&r) % 3), closed_mid = 0;
-        for (int k = 0; k < n_turns && !closed_mid && te_now() < st->until; k++) {
+        for (int k = 0; k < n_turns && !closed_mid && clock_seconds() < st->until; k++) {
             uint64_t x = te_rand(&r);
             if (x & 1) {
                 engine_push_audio(s, pcm, 1600, &e);
@@ -950,7 +944,7 @@ static void *te_stress_thread(void *arg)
                 if (engine_next_event(s, &ev, 0.05)) {
                     done = ev.type == ENGINE_EV_TURN_DONE;
                     engine_event_clear(&ev);
-                } else if (te_now() > st->until) {
+                } else if (clock_seconds() > st->until) {
                     closed_mid = 1; /* time is up: close with the answer running */
                 }
             }
@@ -986,7 +980,7 @@ static void *te_stress_driver(void *arg)
     struct te_stress *st = calloc(TE_STRESS_THREADS, sizeof *st);
     pthread_t th[TE_STRESS_THREADS];
     int64_t h0 = te_heap();
-    double until = te_now() + run->seconds;
+    double until = clock_seconds() + run->seconds;
     int n = 0;
     for (; st && n < run->n_threads; n++) {
         st[n] = (struct te_stress){ .eng = eng, .seed = n + 1, .until = until };
@@ -1041,9 +1035,9 @@ TEST(engine_stress)
 
     struct te_stress_run run = { .seconds = quick ? 1.5 : 3.0, .n_threads = TE_STRESS_THREADS };
     int64_t before = te_heap();
-    double t0 = te_now();
+    double t0 = clock_seconds();
     REQUIRE(te_run_driver(&run) == 0);
-    double wall = te_now() - t0;
+    double wall = clock_seconds() - t0;
     int64_t after = te_heap();
     CHECK(run.ok);
     CHECK(run.turns > 0);

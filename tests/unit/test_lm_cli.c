@@ -25,6 +25,7 @@
 #include "runtime/gguf.h"
 #include "test.h"
 #include "testd.h"
+#include "localhost.h"
 #include "text/bpe.h"
 
 #define GOLDEN_DIR  "build/golden"
@@ -152,7 +153,7 @@ static int32_t *golden_ids(const struct gguf_file *g, const char *key, int64_t *
 /* Skips (returning 0) when parley is not built next to the tests. */
 static int need_cli(char *exe, size_t len)
 {
-    if (td_sibling("parley", exe, len))
+    if (localhost_sibling("parley", exe, len) == 0)
         return 1;
     printf("  (parley is not built next to the test binary: CLI test skipped)\n");
     return 0;

@@ -754,7 +754,7 @@ TEST(spoken_qa_rest)
         CHECK(pthread_create(&jobs[i].th, NULL, qa_job_run, &jobs[i]) == 0);
     }
     int health_ok = 1, polls = 0;
-    for (double end = clock_ms() + 200; clock_ms() < end; td_sleep_ms(20), polls++)
+    for (double end = clock_ms() + 200; clock_ms() < end; clock_sleep_ms(20), polls++)
         health_ok &= td_get(port, "/healthz", NULL, NULL, 0) == 200;
     CHECK(health_ok && polls > 0);
     int ok = 0;
@@ -768,14 +768,14 @@ TEST(spoken_qa_rest)
     double cancelled0 = td_metric(port, AUTH, "parley_turns_total{reason=\"cancelled\"}");
     fd = qa_send(port, "POST", qa_path(""), AUTH, "audio/wav", wav, wav_n);
     CHECK(fd >= 0);
-    td_sleep_ms(30);
+    clock_sleep_ms(30);
     close(fd);
     fd = qa_send(port, "POST", qa_path("stream=true&"), AUTH, "audio/wav", wav, wav_n);
     char first[256];
     CHECK(fd >= 0 && read(fd, first, sizeof first) > 0); /* the head and the start event */
     close(fd);
     double active = -1;
-    for (double end = clock_ms() + WAIT_MS; clock_ms() < end; td_sleep_ms(20))
+    for (double end = clock_ms() + WAIT_MS; clock_ms() < end; clock_sleep_ms(20))
         if ((active = td_metric(port, AUTH, "parley_sessions_active")) == 0)
             break;
     CHECK(active == 0);

@@ -26,6 +26,7 @@
 #include "speech/stok.h"
 #include "test.h"
 #include "testd.h"
+#include "localhost.h"
 
 #define GOLDEN_DIR  "build/golden"
 #define GOLDEN_PATH GOLDEN_DIR "/stok_torch.gguf"
@@ -319,7 +320,7 @@ static char *ids_line(const int32_t *t, int64_t n)
 TEST(stok_cli_tokenize)
 {
     char exe[PATH_MAX];
-    if (!td_sibling("parley", exe, sizeof exe)) {
+    if (localhost_sibling("parley", exe, sizeof exe) != 0) {
         printf("  (parley is not built next to the test binary: CLI test skipped)\n");
         return;
     }

@@ -323,7 +323,7 @@ TEST(talk_hangup_frees_session)
     td_read_file(err, text, sizeof text);
     CHECK(strstr(text, "hung up during turn 0") != NULL); /* before its turn.done */
     int active = -1;
-    for (double end = clock_ms() + 10000; clock_ms() < end; td_sleep_ms(50))
+    for (double end = clock_ms() + 10000; clock_ms() < end; clock_sleep_ms(50))
         if ((active = (int)td_metric(k.d.http, NULL, "parley_sessions_active")) == 0)
             break;
     CHECK(active == 0);

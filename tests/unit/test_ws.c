@@ -29,16 +29,10 @@
 #include "service.h"
 #include "test.h"
 #include "testd.h"
+#include "runtime/clock.h"
 
 #define TW_MAX    1024
 #define TW_WAIT_S 20.0 /* under ASan on a busy machine */
-
-static double tw_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* ---- a small lws client on its own service thread ---------------------------------------- */
 
@@ -223,7 +217,7 @@ static void tw_free(struct tw *t)
     atomic_store(&t->stop, 1);
     while (!atomic_load(&t->done)) {
         lws_cancel_service(t->ctx);
-        td_sleep_ms(5);
+        clock_sleep_ms(5);
     }
     pthread_join(t->th, NULL);
     for (int i = 0; i < t->n_json; i++)
@@ -265,7 +259,7 @@ static void tw_text(struct tw *t, const char *json)
 /* Index of the first JSON message from `from` on containing needle (waits); -1 if none. */
 static int tw_wait(struct tw *t, int from, const char *needle, double timeout_s)
 {
-    double end = tw_now() + timeout_s;
+    double end = clock_seconds() + timeout_s;
     do {
         pthread_mutex_lock(&t->mu);
         for (int i = from; i < t->n_json; i++)
@@ -277,22 +271,22 @@ static int tw_wait(struct tw *t, int from, const char *needle, double timeout_s)
         pthread_mutex_unlock(&t->mu);
         if (closed)
             break;
-        td_sleep_ms(5);
-    } while (tw_now() < end);
+        clock_sleep_ms(5);
+    } while (clock_seconds() < end);
     return -1;
 }
 
 /* Waits for the close; its code (0 when none came). */
 static int tw_wait_closed(struct tw *t, double timeout_s)
 {
-    double end = tw_now() + timeout_s;
+    double end = clock_seconds() + timeout_s;
     for (;;) {
         pthread_mutex_lock(&t->mu);
         int closed = t->closed, code = t->close_code;
         pthread_mutex_unlock(&t->mu);
-        if (closed || tw_now() > end)
+        if (closed || clock_seconds() > end)
             return code;
-        td_sleep_ms(5);
+        clock_sleep_ms(5);
     }
 }
 
@@ -323,9 +317,9 @@ static int tw_handshake_read(int port, const char *path, const char *extra, char
     if (write(fd, req, (size_t)n) == n) {
         char resp[2048];
         size_t got = 0;
-        double end = tw_now() + (after ? 1 : 5);
+        double end = clock_seconds() + (after ? 1 : 5);
         resp[0] = 0;
-        while (got < sizeof resp - 1 && tw_now() < end && (after || !strstr(resp, "\r\n"))) {
+        while (got < sizeof resp - 1 && clock_seconds() < end && (after || !strstr(resp, "\r\n"))) {
             struct pollfd p = { fd, POLLIN, 0 };
             if (poll(&p, 1, 100) <= 0)
                 continue;
@@ -386,7 +380,7 @@ static int tw_daemon(struct td_daemon *d)
                         "[process]\nthreads = 1\ndrain_timeout = 5\n",
                         (int)(TW_WAIT_S * 1000)))
         return -1;
-    for (double end = tw_now() + TW_WAIT_S; tw_now() < end; td_sleep_ms(50))
+    for (double end = clock_seconds() + TW_WAIT_S; clock_seconds() < end; clock_sleep_ms(50))
         if (tw_handshake_status(d->ws, "/nope", NULL) == 404)
             return 0;
     kill(d->pid, SIGKILL);

@@ -1,5 +1,6 @@
 /* Real programs under test: see testd.h. */
 #include "testd.h"
+#include "localhost.h"
 #include "runtime/clock.h"
 
 #include <arpa/inet.h>
@@ -16,36 +17,14 @@
 #include <time.h>
 #include <unistd.h>
 
-void td_sleep_ms(int ms)
-{
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-}
-
 int td_quick(void)
 {
     return getenv("PARLEY_TEST_QUICK") != NULL;
 }
 
-int td_sibling(const char *name, char *out, size_t len)
-{
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
-        return 0;
-    exe[n] = 0;
-    char *slash = strrchr(exe, '/');
-    if (!slash)
-        return 0;
-    *slash = 0;
-    if (snprintf(out, len, "%s/%s", exe, name) >= (int)len)
-        return 0;
-    return access(out, X_OK) == 0;
-}
-
 int td_need(const char *name, char *out, size_t len)
 {
-    if (td_sibling(name, out, len))
+    if (localhost_sibling(name, out, len) == 0)
         return 1;
     fprintf(stderr, "  (%s is not built next to the tests: skipped)\n", name);
     return 0;
@@ -54,23 +33,6 @@ int td_need(const char *name, char *out, size_t len)
 int td_have_models(void)
 {
     return !access(TD_LM_PATH, R_OK) && !access(TD_TOK_PATH, R_OK) && !access(TD_DEC_PATH, R_OK);
-}
-
-int td_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t al = sizeof a;
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &al) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
 }
 
 int td_connect(int port, int timeout_s)
@@ -225,7 +187,7 @@ int td_wait_exit(pid_t pid, int ms)
         pid_t r = waitpid(pid, &st, WNOHANG);
         if (r == pid)
             return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        td_sleep_ms(10);
+        clock_sleep_ms(10);
     }
     kill(pid, SIGKILL);
     waitpid(pid, &st, 0);
@@ -245,8 +207,8 @@ void td_tone_pcm16(unsigned char *b, int n, double peak, double hz, int t0)
 static int td_daemon_conf(struct td_daemon *d, const char *dir, const char *name,
                           const char *extra_conf)
 {
-    d->http = td_free_port();
-    d->ws = td_free_port();
+    d->http = localhost_free_port();
+    d->ws = localhost_free_port();
     if (d->http <= 0 || d->ws <= 0)
         return -1;
     if (d->ws == d->http)
@@ -267,7 +229,8 @@ int td_daemon_start(struct td_daemon *d, const char *dir, const char *name, cons
     char exe[PATH_MAX];
     memset(d, 0, sizeof *d);
     d->pid = -1;
-    if (!td_sibling("parleyd", exe, sizeof exe) || td_daemon_conf(d, dir, name, extra_conf))
+    if (localhost_sibling("parleyd", exe, sizeof exe) != 0 ||
+        td_daemon_conf(d, dir, name, extra_conf))
         return -1;
     char *env[8];
     td_child_env(env, 8, NULL);
@@ -275,7 +238,7 @@ int td_daemon_start(struct td_daemon *d, const char *dir, const char *name, cons
     d->pid = td_spawn(exe, argv, env, d->log);
     if (d->pid < 0)
         return -1;
-    for (double end = clock_ms() + wait_ms; clock_ms() < end; td_sleep_ms(20)) {
+    for (double end = clock_ms() + wait_ms; clock_ms() < end; clock_sleep_ms(20)) {
         if (td_get(d->http, "/readyz", NULL, NULL, 0) == 200)
             return 0;
         if (waitpid(d->pid, NULL, WNOHANG) == d->pid) { /* it gave up: no use waiting */
