@@ -91,42 +91,23 @@ static void *own(struct backend *be, size_t bytes)
     return o->data;
 }
 
-/* A bf16 matrix for linear_bf16 in gemm_bf16's panels, where the CPU has the instructions the
- * panels are made for (elsewhere the rows as stored serve). */
-static int bf16_panels(struct backend *be, struct tensor *dst, const struct tensor *src,
-                       struct err *e)
+/* A copy of matrix src in the layout of the kernel that will multiply it (kernels/gemm_bf16.h's
+ * panels for linear_bf16, kernels/gemm_panel.h's for linear), into dst. */
+static int packed_copy(struct backend *be, struct tensor *dst, const struct tensor *src,
+                       enum tensor_layout layout, struct err *e)
 {
-    if (src->type != DTYPE_BF16 || src->n_dims != 2)
-        return err_set(e, "tensor '%s': not a bf16 matrix", src->name);
-    if (cpu_level() != CPU_LEVEL_AVX512)
-        return 0;
     int64_t k = src->ne[0], m = src->ne[1];
-    void *p = own(be, gemm_bf16_packed_bytes(m, k));
+    int bf16 = layout == TENSOR_BF16_PANELS;
+    void *p = own(be, bf16 ? gemm_bf16_packed_bytes(m, k) : gemm_panel_bytes(src->type, m, k));
     if (!p)
-        return err_set(e, "tensor '%s': out of memory for its bf16 panels", src->name);
-    gemm_bf16_pack(cpu_of(be)->pool, p, tensor_row(src, 0), (size_t)src->nb[1], m, k);
+        return err_set(e, "tensor '%s': out of memory for its packed copy", src->name);
+    struct pool *pool = cpu_of(be)->pool;
+    if (bf16)
+        gemm_bf16_pack(pool, p, tensor_row(src, 0), (size_t)src->nb[1], m, k);
+    else
+        gemm_panel_pack(pool, p, src->type, tensor_row(src, 0), (size_t)src->nb[1], m, k);
     dst->data = p;
-    dst->layout = TENSOR_BF16_PANELS;
-    return 0;
-}
-
-/* An f32 or f16 matrix for linear in gemm_panel's panels, on AVX-512 CPUs (elsewhere, and for
- * other types, the rows as stored serve). */
-static int linear_panels(struct backend *be, struct tensor *dst, const struct tensor *src,
-                         struct err *e)
-{
-    if (!gemv_supports(src->type) || src->n_dims != 2)
-        return err_set(e, "tensor '%s': type %u cannot be used as a matrix", src->name,
-                       (unsigned)src->type);
-    if (!gemm_panel_supports(src->type) || cpu_level() != CPU_LEVEL_AVX512)
-        return 0;
-    int64_t k = src->ne[0], m = src->ne[1];
-    void *p = own(be, gemm_panel_bytes(src->type, m, k));
-    if (!p)
-        return err_set(e, "tensor '%s': out of memory for its panels", src->name);
-    gemm_panel_pack(cpu_of(be)->pool, p, src->type, tensor_row(src, 0), (size_t)src->nb[1], m, k);
-    dst->data = p;
-    dst->layout = TENSOR_PANELS;
+    dst->layout = layout;
     return 0;
 }
 
@@ -134,14 +115,21 @@ static int cpu_weight(struct backend *be, struct tensor *dst, const struct tenso
                       enum backend_weight_use use, struct err *e)
 {
     *dst = *src;
-    if (use == BACKEND_WEIGHT_LINEAR)
-        return linear_panels(be, dst, src, e);
-    if (use == BACKEND_WEIGHT_LINEAR_BF16)
-        return bf16_panels(be, dst, src, e);
-    if (use == BACKEND_WEIGHT_MATRIX) {
+    /* packed where the CPU has the instructions the packed kernels are made for; elsewhere
+     * (and for q8_0 for linear) the rows as stored serve */
+    int packs = cpu_level() == CPU_LEVEL_AVX512;
+    if (use == BACKEND_WEIGHT_LINEAR_BF16) {
+        if (src->type != DTYPE_BF16 || src->n_dims != 2)
+            return err_set(e, "tensor '%s': not a bf16 matrix", src->name);
+        return packs ? packed_copy(be, dst, src, TENSOR_BF16_PANELS, e) : 0;
+    }
+    if (use == BACKEND_WEIGHT_MATRIX || use == BACKEND_WEIGHT_LINEAR) {
         if (!gemv_supports(src->type))
             return err_set(e, "tensor '%s': type %u cannot be used as a matrix", src->name,
                            (unsigned)src->type);
+        if (use == BACKEND_WEIGHT_LINEAR && packs && gemm_panel_supports(src->type) &&
+            src->n_dims == 2)
+            return packed_copy(be, dst, src, TENSOR_PANELS, e);
         return 0;
     }
     if (src->type == DTYPE_F32)

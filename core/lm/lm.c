@@ -89,6 +89,24 @@ static int load_hparams(struct lm_hparams *hp, const struct gguf_file *f, struct
     return 0;
 }
 
+/* How the backend is to prepare a matrix of type t: only the linear operation that will
+ * multiply it (lm_forward's `linear`) reads it, so the backend may pack it for that one. */
+static enum backend_weight_use matrix_use(const struct lm_model *m, enum dtype t)
+{
+    if (t == DTYPE_BF16 && m->round_bf16)
+        return BACKEND_WEIGHT_LINEAR_BF16;
+    return t == DTYPE_Q8_0 ? BACKEND_WEIGHT_MATRIX : BACKEND_WEIGHT_LINEAR;
+}
+
+/* Layer matrix i, i < 4 n_layer: each layer's four (besides them the model has the output
+ * layer). */
+static struct tensor *layer_matrix(const struct lm_model *m, int i)
+{
+    struct lm_layer *L = &m->layers[i / 4];
+    struct tensor *four[4] = { &L->qkv, &L->dense, &L->up, &L->down };
+    return four[i % 4];
+}
+
 /* Looks up a tensor, checks it and prepares it through the backend. */
 static int load_weight(struct lm_model *m, struct tensor *dst, const char *name, int n_dims,
                        int64_t d0, int64_t d1, struct err *e)
@@ -98,11 +116,7 @@ static int load_weight(struct lm_model *m, struct tensor *dst, const char *name,
     uint64_t types = n_dims == 1 ? GGUF_TYPES(DTYPE_F32) : GGUF_TYPES_ANY;
     if (gguf_get_tensor(&m->file, name, types, n_dims, shape, &t, e) != 0)
         return -1;
-    enum backend_weight_use use = n_dims == 1 ? BACKEND_WEIGHT_F32 : BACKEND_WEIGHT_MATRIX;
-    if (n_dims == 2 && t->type == DTYPE_BF16 && m->round_bf16)
-        use = BACKEND_WEIGHT_LINEAR_BF16;
-    else if (n_dims == 2 && t->type != DTYPE_Q8_0) /* multiplied by `linear` alone */
-        use = BACKEND_WEIGHT_LINEAR;
+    enum backend_weight_use use = n_dims == 1 ? BACKEND_WEIGHT_F32 : matrix_use(m, t->type);
     if (m->be->ops->weight(m->be, dst, t, use, e) != 0)
         return err_prefix(e, "%s", m->file.path);
     if (dst->data != t->data) /* the backend made its own copy: the file's pages can go */
@@ -273,21 +287,12 @@ int lm_init_random(struct lm_model *m, const struct lm_hparams *hp, enum dtype w
     }
     m->embd = &m->embd_owned;
     /* the matrices prepared as lm_load prepares them */
-    enum backend_weight_use use =
-        m->round_bf16 ? BACKEND_WEIGHT_LINEAR_BF16 : BACKEND_WEIGHT_LINEAR;
-    for (int l = -1; l < hp->n_layer && wtype != DTYPE_Q8_0; l++) {
-        struct tensor *mats[4] = { &m->output };
-        int n = 1;
-        if (l >= 0) {
-            struct lm_layer *L = &m->layers[l];
-            mats[0] = &L->qkv, mats[1] = &L->dense, mats[2] = &L->up, mats[3] = &L->down;
-            n = 4;
+    for (int i = -1; i < 4 * hp->n_layer; i++) {
+        struct tensor *t = i < 0 ? &m->output : layer_matrix(m, i);
+        if (be->ops->weight(be, t, t, matrix_use(m, wtype), e) != 0) {
+            lm_free(m);
+            return -1;
         }
-        for (int i = 0; i < n; i++)
-            if (be->ops->weight(be, mats[i], mats[i], use, e) != 0) {
-                lm_free(m);
-                return -1;
-            }
     }
     return 0;
 }
@@ -303,11 +308,8 @@ int lm_is_stop(const struct lm_hparams *hp, int32_t id)
 uint64_t lm_weight_bytes(const struct lm_model *m)
 {
     uint64_t n = tensor_nbytes(&m->output);
-    for (int l = 0; l < m->hp.n_layer; l++) {
-        const struct lm_layer *L = &m->layers[l];
-        n += tensor_nbytes(&L->qkv) + tensor_nbytes(&L->dense) + tensor_nbytes(&L->up) +
-             tensor_nbytes(&L->down);
-    }
+    for (int i = 0; i < 4 * m->hp.n_layer; i++)
+        n += tensor_nbytes(layer_matrix(m, i));
     return n;
 }
 
