@@ -8,6 +8,7 @@
 #ifndef PARLEY_TEST_H
 #define PARLEY_TEST_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef void test_fn(void);
@@ -26,6 +27,9 @@ float test_rand_normal(void);
 void test_fill_uniform(float *x, int64_t n, float lo, float hi);
 /* Largest |a[i] - b[i]|; also the index where it occurs when worst is not NULL. */
 double test_max_abs_diff(const float *a, const float *b, int64_t n, int64_t *worst);
+/* The CRC of an Ogg page (polynomial 0x04c11db7, no reflection, initial 0) over p[0..n), for
+ * tests that build or alter pages by hand. */
+uint32_t test_ogg_crc(const uint8_t *p, size_t n);
 
 #define TEST(name)                                                 \
     static void name(void);                                        \

@@ -96,6 +96,17 @@ void test_fill_uniform(float *x, int64_t n, float lo, float hi)
         x[i] = test_rand_uniform(lo, hi);
 }
 
+uint32_t test_ogg_crc(const uint8_t *p, size_t n)
+{
+    uint32_t crc = 0;
+    for (size_t i = 0; i < n; i++) {
+        crc ^= (uint32_t)p[i] << 24;
+        for (int k = 0; k < 8; k++)
+            crc = crc & 0x80000000u ? crc << 1 ^ 0x04c11db7u : crc << 1;
+    }
+    return crc;
+}
+
 double test_max_abs_diff(const float *a, const float *b, int64_t n, int64_t *worst)
 {
     double max = 0;

@@ -76,17 +76,6 @@ static int load_model(struct stok_model *m)
     return 0;
 }
 
-static uint32_t ogg_crc(const uint8_t *p, size_t n)
-{
-    uint32_t crc = 0;
-    for (size_t i = 0; i < n; i++) {
-        crc ^= (uint32_t)p[i] << 24;
-        for (int k = 0; k < 8; k++)
-            crc = crc & 0x80000000u ? crc << 1 ^ 0x04c11db7u : crc << 1;
-    }
-    return crc;
-}
-
 /* Length of the Ogg page at p. */
 static size_t page_len(const uint8_t *p)
 {
@@ -199,7 +188,7 @@ TEST(stok_opus_real_speech)
     REQUIRE(memcmp(ogg + body, "OpusHead", 8) == 0);
     memcpy(ogg + body, "\x01vorbis\x00", 8);
     memset(ogg + 22, 0, 4);
-    uint32_t crc = ogg_crc(ogg, p0);
+    uint32_t crc = test_ogg_crc(ogg, p0);
     for (int k = 0; k < 4; k++)
         ogg[22 + k] = (uint8_t)(crc >> 8 * k);
     CHECK(oggopus_decode(&a, ogg, size, MAX_BYTES, &e) == -1 && strstr(e.msg, "Ogg Opus"));
