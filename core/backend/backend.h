@@ -74,12 +74,13 @@ struct backend_ops {
                   enum backend_weight_use use, struct err *e);
 
     /* ---- linear algebra ---- */
-    /* y[n][M] = x[n][K] · Wᵀ (+ b), W ne = {K, M} of any type, b f32 [M] or NULL */
+    /* y[n][M] = x[n][K] · Wᵀ (+ b), W ne = {K, M} of any type, b f32 [M] or NULL;
+     * row_exact: each row's result is independent of n and of the other rows (decode steps),
+     * otherwise many rows may take a faster form (prefill) */
     void (*linear)(struct backend *be, float *y, const float *x, const struct tensor *w,
-                   const struct tensor *b, int64_t n);
+                   const struct tensor *b, int64_t n, int row_exact);
     /* the same for bf16 W with x rounded to bf16 first (nearest even), as a model that runs in
-     * bf16 feeds its linear layers; row_exact: each row's result is independent of n and of
-     * the other rows (decode steps), otherwise many rows may take a faster form (prefill) */
+     * bf16 feeds its linear layers */
     void (*linear_bf16)(struct backend *be, float *y, const float *x, const struct tensor *w,
                         const struct tensor *b, int64_t n, int row_exact);
     /* the same for q8_0 W with x quantized per block of 32 as q8_0 activations are

@@ -151,12 +151,16 @@ static int cpu_weight(struct backend *be, struct tensor *dst, const struct tenso
 /* ---- linear algebra ------------------------------------------------------------------ */
 
 static void cpu_linear(struct backend *be, float *y, const float *x, const struct tensor *w,
-                       const struct tensor *b, int64_t n)
+                       const struct tensor *b, int64_t n, int row_exact)
 {
     struct cpu *c = cpu_of(be);
-    if (w->layout == TENSOR_PANELS) {
+    if (w->layout == TENSOR_PANELS) { /* one form: rows exact at any n */
         gemm_panel_forward(c->pool, y, x, w->data, w->type, f32_of(b), n, tensor_nrows(w),
                            w->ne[0]);
+        return;
+    }
+    if (row_exact) { /* GEMV_MAX_ROWS rows at a time, each row's sums as it gets alone */
+        gemv_forward(c->pool, y, x, w, f32_of(b), (int)n);
         return;
     }
     size_t need = n > GEMV_MAX_ROWS ? matmul_scratch_bytes(c->pool, w) : 0;

@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels/gemv.h"
 #include "lm/lm.h"
 
 /* ---- loading --------------------------------------------------------------------------- */
@@ -424,14 +423,13 @@ void lm_runner_free(struct lm_runner *r)
  * alike: a row's linear outputs have the same bits whether it is decoded alone, in a batch or
  * in a prefill block (each weight load is shared by up to 16 rows; the kernel also measured
  * 2.8x the f32 GEMM's rate on prefill).
- * Other weights: decode steps go through the GEMV in groups of GEMV_MAX_ROWS rows (the
- * same independence, f32 products, memory-bound), prefill blocks through the GEMM.
+ * Other weights: the backend's row-exact linear for decode steps (the CPU one: the panels
+ * it packed at load, or the GEMV in groups of GEMV_MAX_ROWS rows), its fastest for prefill.
  */
 static void linear(const struct lm_model *m, float *y, const float *x, const struct tensor *w,
                    const struct tensor *b, int64_t n, int decode)
 {
     struct backend *be = m->be;
-    const int64_t K = w->ne[0], M = tensor_nrows(w);
     if (w->type == DTYPE_BF16 && m->round_bf16) {
         be->ops->linear_bf16(be, y, x, w, b, n, decode);
         return;
@@ -440,14 +438,7 @@ static void linear(const struct lm_model *m, float *y, const float *x, const str
         be->ops->linear_q8(be, y, x, w, b, n);
         return;
     }
-    if (!decode || w->layout != TENSOR_ROWS) { /* a prepared layout is row-exact at any n */
-        be->ops->linear(be, y, x, w, b, n);
-        return;
-    }
-    for (int64_t r = 0; r < n; r += GEMV_MAX_ROWS) {
-        int64_t k = n - r < GEMV_MAX_ROWS ? n - r : GEMV_MAX_ROWS;
-        be->ops->linear(be, y + r * M, x + r * K, w, b, k);
-    }
+    be->ops->linear(be, y, x, w, b, n, decode);
 }
 
 /* Appends the K and V parts of rows [row0, row0 + n) of qkv to layer l of cache c at

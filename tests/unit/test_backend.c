@@ -102,7 +102,7 @@ TEST(backend_linear_all_types)
                         0);
                 float *dx = put(be, x, n * k);
                 float *dy = be->ops->alloc(be, (size_t)(n * m) * sizeof(float));
-                be->ops->linear(be, dy, dx, &w, &bias, n);
+                be->ops->linear(be, dy, dx, &w, &bias, n, 0);
                 float *y = take(be, dy, n * m);
                 double *ref = malloc((size_t)(n * m) * sizeof(double));
                 double *mag = malloc((size_t)(n * m) * sizeof(double));
@@ -189,9 +189,9 @@ TEST(backend_linear_matrix)
             float *dy = be->ops->alloc(be, (size_t)(n * m) * sizeof(float));
             float *d1 = be->ops->alloc(be, (size_t)m * sizeof(float));
             float *dr = be->ops->alloc(be, (size_t)(n * m) * sizeof(float));
-            be->ops->linear(be, dy, dx, &w, NULL, n);
-            be->ops->linear(be, d1, dx + 3 * k, &w, NULL, 1);
-            be->ops->linear(be, dr, dx, &wrows, NULL, n);
+            be->ops->linear(be, dy, dx, &w, NULL, n, 1);
+            be->ops->linear(be, d1, dx + 3 * k, &w, NULL, 1, 1);
+            be->ops->linear(be, dr, dx, &wrows, NULL, n, 0);
             float *y = take(be, dy, n * m), *y1 = take(be, d1, m), *yr = take(be, dr, n * m);
             if (panels)
                 CHECK(memcmp(y + 3 * m, y1, (size_t)m * sizeof *y) == 0);
