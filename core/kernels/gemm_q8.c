@@ -33,6 +33,14 @@ static size_t x_row_bytes(int64_t groups)
     return (size_t)groups * GROUP_SZ;
 }
 
+/* Rows per pass for K inputs (gemm_q8.h). */
+static int64_t pass_rows(int64_t groups)
+{
+    int64_t fit = (512 << 10) / (int64_t)(x_row_bytes(groups) + groups * GEMM_Q8_GROUP * 4);
+    fit -= fit % GEMM_Q8_TILE_ROWS;
+    return fit > GEMM_Q8_ROWS ? GEMM_Q8_ROWS : fit < GEMM_Q8_MIN_ROWS ? GEMM_Q8_MIN_ROWS : fit;
+}
+
 size_t gemm_q8_thread_bytes(int64_t groups)
 {
     /* AVX-512: per output of a tile the transposed q, -128 * sum(q), d per block; AVX2: the
@@ -175,7 +183,8 @@ int gemm_q8_forward(struct pool *pool, float *y, const float *x, const void *w, 
         owned = scratch = malloc(gemm_q8_scratch_bytes(threads, k));
     if (!scratch)
         return -1;
-    /* scratch: GEMM_Q8_ROWS rows of q, of d, then one kernel area per thread */
+    /* scratch: GEMM_Q8_ROWS rows of q, of d, then one kernel area per thread (a pass uses
+     * pass_rows of them) */
     size_t qrow = align64(x_row_bytes(groups));
     size_t drow = align64((size_t)groups * GEMM_Q8_GROUP * sizeof(float));
     uint8_t *xq = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
@@ -186,8 +195,9 @@ int gemm_q8_forward(struct pool *pool, float *y, const float *x, const void *w, 
                      .thread_scratch = ts,
                      .thread_bytes = gemm_q8_thread_bytes(groups),
                      .threads = threads };
-    for (int64_t n0 = 0; n0 < n; n0 += GEMM_Q8_ROWS) {
-        int64_t rows = n - n0 < GEMM_Q8_ROWS ? n - n0 : GEMM_Q8_ROWS;
+    const int64_t pass = pass_rows(groups);
+    for (int64_t n0 = 0; n0 < n; n0 += pass) {
+        int64_t rows = n - n0 < pass ? n - n0 : pass;
         struct quant_job qj = {
             .xq = xq, .xd = xd, .x = x + n0 * k, .k = k, .groups = groups, .level = level
         };

@@ -34,8 +34,14 @@
 
 #include "runtime/pool.h"
 
-/* Rows quantized and multiplied per pass: each weight load serves this many rows. */
-#define GEMM_Q8_ROWS 16
+/* Most rows quantized and multiplied per pass: each weight load (and, on AVX-512, each tile
+ * of weights brought to the kernel's layout) serves the rows of a pass. A pass takes fewer
+ * rows when that many rows of quantized x would not stay in a 512 KiB share of L2, never
+ * fewer than GEMM_Q8_MIN_ROWS, and whole register tiles where it can; which pass a row is in
+ * does not change its bits. */
+#define GEMM_Q8_ROWS      60 /* 12 register tiles */
+#define GEMM_Q8_MIN_ROWS  16
+#define GEMM_Q8_TILE_ROWS 5 /* activation rows per register tile of the AVX-512 kernel */
 /* Blocks per lane group (one f32 lane each). */
 #define GEMM_Q8_GROUP 16
 /* Outputs per tile of the AVX-512 kernel. */

@@ -22,9 +22,7 @@
 #define BLOCK_SZ (2 + QK)
 #define GROUP_SZ (GEMM_Q8_GROUP * QK)
 #define TC       GEMM_Q8_TILE_COLS
-#ifndef TR
-#define TR 5 /* activation rows per register tile */
-#endif
+#define TR       GEMM_Q8_TILE_ROWS
 
 /* Bytes ahead of the group being packed that the weight stream is prefetched: the hardware
  * prefetchers stop at 4 KiB pages (see gemv_avx512.c). */

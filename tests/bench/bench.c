@@ -54,7 +54,8 @@
 
 struct bench {
     int quick;
-    const char *filter; /* --filter: only figures whose name contains it (gemv, batch, matmul) */
+    const char *filter; /* --filter: only figures whose name contains it (gemv, batch, matmul;
+                          lm: the configurations whose figures can match) */
     FILE *json;
     struct pool *pools[MAX_THREADS + 1]; /* pools[t]: t threads */
     double read_gbs[MAX_THREADS + 1];    /* 0 until measured */
@@ -66,13 +67,13 @@ struct bench {
 
 /* Prints a figure and writes its JSON line; limit <= 0 means none applies. */
 
-/* Anonymous memory in ordinary 4 KiB pages (as model weights mmapped from a file are),
- * touched so that page faults are not measured. */
 static int skip(const struct bench *b, const char *name)
 {
     return b->filter && !strstr(name, b->filter);
 }
 
+/* Anonymous memory in ordinary 4 KiB pages (as model weights mmapped from a file are),
+ * touched so that page faults are not measured. */
 static void *big_alloc(size_t bytes)
 {
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -575,7 +576,7 @@ static void section_conv(struct bench *b)
 
 static void section_lm(struct bench *b)
 {
-    bench_lm_run(b->quick);
+    bench_lm_run(b->quick, b->filter);
 }
 
 static void section_stok(struct bench *b)

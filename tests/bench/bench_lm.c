@@ -245,7 +245,15 @@ out:
     backend_free(be);
 }
 
-void bench_lm_run(int quick)
+/* 1 when configuration (layers, type, threads) is to run under the filter. */
+static int wanted(const char *filter, int n_layer, enum dtype type, int threads)
+{
+    char name[64];
+    snprintf(name, sizeof name, "lm_L%d_%s_t%d", n_layer, dtype_info(type)->name, threads);
+    return !filter || strstr(name, filter) || strstr(filter, name);
+}
+
+void bench_lm_run(int quick, const char *filter)
 {
     double bw[LM_MAX_THREADS + 1], sg[LM_MAX_THREADS + 1], fma[LM_MAX_THREADS + 1];
     char name[64];
@@ -265,9 +273,11 @@ void bench_lm_run(int quick)
     static const enum dtype types[] = { DTYPE_F32, DTYPE_F16, DTYPE_BF16, DTYPE_Q8_0 };
     for (int i = 0; i < 4; i++)
         for (int t = 1; t <= LM_MAX_THREADS; t++)
-            run_type(types[i], 2, t, bw[t], sg[t], fma[t], quick, 0);
+            if (wanted(filter, 2, types[i], t))
+                run_type(types[i], 2, t, bw[t], sg[t], fma[t], quick, 0);
     if (!quick) /* 8 layers: decode (batch 1, 4, 16) only, and not f32 (6.5 GB) */
         for (int i = 1; i < 4; i++)
-            run_type(types[i], 8, LM_MAX_THREADS, bw[LM_MAX_THREADS], sg[LM_MAX_THREADS],
-                     fma[LM_MAX_THREADS], quick, 1);
+            if (wanted(filter, 8, types[i], LM_MAX_THREADS))
+                run_type(types[i], 8, LM_MAX_THREADS, bw[LM_MAX_THREADS], sg[LM_MAX_THREADS],
+                         fma[LM_MAX_THREADS], quick, 1);
 }

@@ -13,6 +13,8 @@
 
 #include <stdio.h>
 
-void bench_lm_run(int quick);
+/* filter (or NULL): only the configurations ("lm_L2_q8_0_t1") that contain it or that it
+ * contains; the limits are measured in any case. */
+void bench_lm_run(int quick, const char *filter);
 
 #endif

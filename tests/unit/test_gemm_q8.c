@@ -1,6 +1,7 @@
 /* Tests of gemm_q8: every CPU level against a double reference of the same quantized maths
  * (x quantized per block, exact integer block sums, scales in double), odd block counts
- * (K = 32 .. 33 blocks, group tails), 1 .. 33 rows, a row stride wider than the row; the
+ * (K = 32 .. 257 blocks, group tails), 1 .. 70 rows (passes of 64 rows, and of fewer where
+ * K is large), a row stride wider than the row; the
  * results bit-identical across levels, 1 vs 2 threads and each row alone vs in the batch;
  * the quantizer's ties to even. */
 #include <math.h>
@@ -20,9 +21,11 @@ struct shape {
     int64_t m, k;
 };
 
-static const struct shape shapes[] = { { 1, 32 }, { 5, 96 }, { 13, 544 }, { 37, 1056 } };
-static const int64_t row_counts[] = { 1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 33 };
-#define NMAX 33
+static const struct shape shapes[] = {
+    { 1, 32 }, { 5, 96 }, { 13, 544 }, { 37, 1056 }, { 3, 8224 }
+};
+static const int64_t row_counts[] = { 1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 33, 64, 70 };
+#define NMAX 70
 
 /* W [m] rows of k / 32 blocks at stride ld bytes: random f16 scales (some 0), q in -128..127. */
 static uint8_t *make_w(int64_t m, int64_t k, size_t ld)
