@@ -20,4 +20,12 @@ double bench_avx512_read(const float *p, int64_t n);
 double bench_avx2_fma(int64_t iters);
 double bench_avx512_fma(int64_t iters);
 
+/* Runs iters iterations of the q8_0 kernel's block step on registers alone (AVX-512 VNNI, see
+ * kernels/gemm_q8.h): 12 (output, row) pairs of a 4 × 3 tile, each an int32 start, eight
+ * vpdpbusd, then the convert, scale product and fused add of the block. Nothing is loaded, so
+ * this is the ceiling of that operation mix. Operations counted as the LM figures count
+ * them, 2 per multiply-add: iters * BENCH_Q8_STEP_OPS. */
+#define BENCH_Q8_STEP_OPS (12 * 8 * 64 * 2)
+double bench_avx512_q8_step(int64_t iters);
+
 #endif

@@ -72,18 +72,31 @@ static double read_bandwidth(struct pool *pool, int threads, int quick)
     return best;
 }
 
-struct fma_job {
+/* A register-only kernel run on every thread of a pool: iterations and what each counts. */
+struct peak_job {
+    double (*kernel)(int64_t iters);
     int64_t iters;
 };
 
-static void fma_part(void *arg, int64_t t0, int64_t t1)
+static void peak_part(void *arg, int64_t t0, int64_t t1)
 {
-    const struct fma_job *j = arg;
+    const struct peak_job *j = arg;
     for (int64_t t = t0; t < t1; t++)
-        if (cpu_level() == CPU_LEVEL_AVX512)
-            bench_avx512_fma(j->iters);
-        else
-            bench_avx2_fma(j->iters);
+        j->kernel(j->iters);
+}
+
+/* GFLOP/s (GOP/s) of kernel on this many threads, ops per iteration and thread given (the
+ * median of 3). */
+static double peak(struct pool *pool, int threads, double (*kernel)(int64_t), double ops)
+{
+    double g[3];
+    for (int r = 0; r < 3; r++) {
+        struct peak_job j = { .kernel = kernel, .iters = 4000000 };
+        double t0 = clock_seconds();
+        pool_for(pool, threads, 1, peak_part, &j);
+        g[r] = ops * (double)j.iters * threads / (clock_seconds() - t0) / 1e9;
+    }
+    return figure_median(g, 3);
 }
 
 /* ---- the model ------------------------------------------------------------------------ */
@@ -137,25 +150,34 @@ static double matrix_flops(const struct lm_model *m, enum dtype type)
     return 2.0 * (double)lm_weight_bytes(m) / (double)dtype_row_bytes(type, 32) * 32;
 }
 
-/* f32 FMA GFLOP/s of this many threads (the median of 3). */
+/* f32 FMA GFLOP/s of this many threads. */
 static double fma_peak(struct pool *pool, int threads)
 {
-    if (cpu_level() < CPU_LEVEL_AVX2)
-        return 0;
-    double g[3];
-    for (int r = 0; r < 3; r++) {
-        struct fma_job j = { .iters = 4000000 };
-        double t0 = clock_seconds();
-        pool_for(pool, threads, 1, fma_part, &j);
-        g[r] = (cpu_level() == CPU_LEVEL_AVX512 ? BENCH_FMA_FLOPS_AVX512 : BENCH_FMA_FLOPS_AVX2) *
-               (double)j.iters * threads / (clock_seconds() - t0) / 1e9;
-    }
-    return figure_median(g, 3);
+    if (cpu_level() == CPU_LEVEL_AVX512)
+        return peak(pool, threads, bench_avx512_fma, BENCH_FMA_FLOPS_AVX512);
+    return cpu_level() == CPU_LEVEL_AVX2 ? peak(pool, threads, bench_avx2_fma, BENCH_FMA_FLOPS_AVX2)
+                                         : 0;
 }
 
+/* GOP/s of the q8_0 kernel's block step on registers (AVX-512 only; 0 elsewhere). */
+static double q8_step_peak(struct pool *pool, int threads)
+{
+    return cpu_level() == CPU_LEVEL_AVX512
+               ? peak(pool, threads, bench_avx512_q8_step, BENCH_Q8_STEP_OPS)
+               : 0;
+}
+
+/* What a thread count can do at most, measured in the same run as the figures. */
+struct limits {
+    double bw;      /* read GB/s */
+    double sgemm;   /* OpenBLAS sgemm GFLOP/s */
+    double fma;     /* f32 FMA GFLOP/s */
+    double q8_step; /* the q8_0 block step's GOP/s on registers */
+};
+
 /* decode_only: batch 1 at context 0 and the batched steps (no context 1024, no prefill). */
-static void run_type(enum dtype type, int n_layer, int threads, double bw, double sgemm, double fma,
-                     int quick, int decode_only)
+static void run_type(enum dtype type, int n_layer, int threads, const struct limits *lim, int quick,
+                     int decode_only)
 {
     const char *tn = dtype_info(type)->name;
     struct lm_hparams hp = real_shape(n_layer);
@@ -190,13 +212,13 @@ static void run_type(enum dtype type, int n_layer, int threads, double bw, doubl
     snprintf(name, sizeof name, "lm_L%d_%s_t%d_decode_b1_ctx0", n_layer, tn, threads);
     figure_emit(name, 1.0 / t1, "tok/s", 0);
     snprintf(name, sizeof name, "lm_L%d_%s_t%d_decode_b1_ctx0_bw", n_layer, tn, threads);
-    figure_emit(name, wbytes / t1 / 1e9, "GB/s", bw);
+    figure_emit(name, wbytes / t1 / 1e9, "GB/s", lim->bw);
     if (!decode_only) {
         double tc = decode_step(&r, c, 1, 1024, steps, logits);
         snprintf(name, sizeof name, "lm_L%d_%s_t%d_decode_b1_ctx1024", n_layer, tn, threads);
         figure_emit(name, 1.0 / tc, "tok/s", 0);
         snprintf(name, sizeof name, "lm_L%d_%s_t%d_decode_b1_ctx1024_bw", n_layer, tn, threads);
-        figure_emit(name, (wbytes + 1024 * kv_per_pos) / tc / 1e9, "GB/s", bw);
+        figure_emit(name, (wbytes + 1024 * kv_per_pos) / tc / 1e9, "GB/s", lim->bw);
     }
     /* batched decode at context 0; the speedup is tokens/s over batch 1's (target: >= 8 at 16) */
     for (int S = 4; S <= 16; S *= 4) {
@@ -205,10 +227,13 @@ static void run_type(enum dtype type, int n_layer, int threads, double bw, doubl
         figure_emit(name, S / ts, "tok/s", 0);
         snprintf(name, sizeof name, "lm_L%d_%s_t%d_decode_b%d_speedup", n_layer, tn, threads, S);
         figure_emit(name, (S / ts) * t1, "x b1", 0);
-        if (S == 16) { /* f32 and f16 products are f32 FMAs: their peak bounds the speedup */
+        if (S == 16) { /* against what bounds it: f32 and f16 products are f32 FMAs, q8_0's
+                        * the block steps of gemm_q8 */
             snprintf(name, sizeof name, "lm_L%d_%s_t%d_decode_b16_gflops", n_layer, tn, threads);
             figure_emit(name, matrix_flops(&m, type) * S / ts / 1e9, "GFLOP/s",
-                        type == DTYPE_F32 || type == DTYPE_F16 ? fma : 0);
+                        type == DTYPE_F32 || type == DTYPE_F16 ? lim->fma
+                        : type == DTYPE_Q8_0                   ? lim->q8_step
+                                                               : 0);
         }
     }
     if (decode_only)
@@ -233,7 +258,7 @@ static void run_type(enum dtype type, int n_layer, int threads, double bw, doubl
             figure_emit(name, n_prefill / tp, "tok/s", 0);
             snprintf(name, sizeof name, "lm_L%d_%s_t%d_prefill%lld_gflops", n_layer, tn, threads,
                      (long long)n_prefill);
-            figure_emit(name, per_tok * n_prefill / tp / 1e9, "GFLOP/s", sgemm);
+            figure_emit(name, per_tok * n_prefill / tp / 1e9, "GFLOP/s", lim->sgemm);
         }
     }
 out:
@@ -255,29 +280,30 @@ static int wanted(const char *filter, int n_layer, enum dtype type, int threads)
 
 void bench_lm_run(int quick, const char *filter)
 {
-    double bw[LM_MAX_THREADS + 1], sg[LM_MAX_THREADS + 1], fma[LM_MAX_THREADS + 1];
+    struct limits lim[LM_MAX_THREADS + 1];
     char name[64];
     for (int t = 1; t <= LM_MAX_THREADS; t++) {
         struct pool *p = pool_create(t);
-        bw[t] = p ? read_bandwidth(p, t, quick) : 0;
-        fma[t] = p ? fma_peak(p, t) : 0;
+        lim[t] = (struct limits){ .bw = p ? read_bandwidth(p, t, quick) : 0,
+                                  .sgemm = figure_sgemm_rate(t),
+                                  .fma = p ? fma_peak(p, t) : 0,
+                                  .q8_step = p ? q8_step_peak(p, t) : 0 };
         pool_free(p);
-        sg[t] = figure_sgemm_rate(t);
-        snprintf(name, sizeof name, "lm_limit_read_bw_t%d", t);
-        figure_emit(name, bw[t], "GB/s", 0);
-        snprintf(name, sizeof name, "lm_limit_sgemm_t%d", t);
-        figure_emit(name, sg[t], "GFLOP/s", 0);
-        snprintf(name, sizeof name, "lm_limit_fma_t%d", t);
-        figure_emit(name, fma[t], "GFLOP/s", 0);
+        static const char *const what[] = { "read_bw", "sgemm", "fma", "q8_step" };
+        static const char *const unit[] = { "GB/s", "GFLOP/s", "GFLOP/s", "GOP/s" };
+        const double value[] = { lim[t].bw, lim[t].sgemm, lim[t].fma, lim[t].q8_step };
+        for (int i = 0; i < 4; i++) {
+            snprintf(name, sizeof name, "lm_limit_%s_t%d", what[i], t);
+            figure_emit(name, value[i], unit[i], 0);
+        }
     }
     static const enum dtype types[] = { DTYPE_F32, DTYPE_F16, DTYPE_BF16, DTYPE_Q8_0 };
     for (int i = 0; i < 4; i++)
         for (int t = 1; t <= LM_MAX_THREADS; t++)
             if (wanted(filter, 2, types[i], t))
-                run_type(types[i], 2, t, bw[t], sg[t], fma[t], quick, 0);
+                run_type(types[i], 2, t, &lim[t], quick, 0);
     if (!quick) /* 8 layers: decode (batch 1, 4, 16) only, and not f32 (6.5 GB) */
         for (int i = 1; i < 4; i++)
             if (wanted(filter, 8, types[i], LM_MAX_THREADS))
-                run_type(types[i], 8, LM_MAX_THREADS, bw[LM_MAX_THREADS], sg[LM_MAX_THREADS],
-                         fma[LM_MAX_THREADS], quick, 1);
+                run_type(types[i], 8, LM_MAX_THREADS, &lim[LM_MAX_THREADS], quick, 1);
 }

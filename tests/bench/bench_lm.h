@@ -5,8 +5,9 @@
  * decode tokens/s at batch 1 (context 0 and 1024) and batched at 4 and 16 sequences, and
  * prefill of 512 tokens (64 when quick), for f32/f16/bf16/q8_0 weights, 1 and 2 threads.
  * Decode figures also as a fraction of the read bandwidth measured in the same run (weight
- * bytes read per step × steps/s ÷ bandwidth), prefill as a fraction of the sgemm rate
- * measured in the same run.
+ * bytes read per step × steps/s ÷ bandwidth), the 16-sequence step's GFLOP/s as a fraction of
+ * what bounds it (the FMA peak for f32/f16, the q8_0 block step on registers for q8_0),
+ * prefill as a fraction of the sgemm rate measured in the same run.
  */
 #ifndef PARLEY_BENCH_LM_H
 #define PARLEY_BENCH_LM_H
