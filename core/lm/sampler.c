@@ -69,8 +69,9 @@ int sampler_init(struct sampler *s, const struct sampler_params *p, int64_t n_vo
     s->n_vocab = n_vocab;
     s->val = malloc((size_t)n_vocab * sizeof *s->val);
     s->idx = malloc((size_t)n_vocab * sizeof *s->idx);
+    s->work = malloc((size_t)n_vocab * sizeof *s->work);
     s->seen = calloc((size_t)n_vocab, 1);
-    if (!s->val || !s->idx || !s->seen) {
+    if (!s->val || !s->idx || !s->work || !s->seen) {
         sampler_free(s);
         return err_set(e, "sampler: out of memory");
     }
@@ -84,6 +85,7 @@ void sampler_free(struct sampler *s)
         return;
     free(s->val);
     free(s->idx);
+    free(s->work);
     free(s->seen);
     memset(s, 0, sizeof *s);
 }
@@ -105,39 +107,50 @@ static int cmp_desc(const void *a, const void *b, void *ctx)
     return (i > j) - (i < j);
 }
 
-/* The k-th largest of v[idx[0..n)] (1-based k <= n), by quickselect on a copy of idx. */
-static float kth_largest(const float *v, int32_t *idx, int64_t n, int64_t k)
+/* Restores the min-heap h[0..n) below position i. */
+static void sift_down(float *h, int64_t n, int64_t i)
 {
-    int64_t lo = 0, hi = n - 1, want = k - 1;
-    while (lo < hi) {
-        float pivot = v[idx[(lo + hi) / 2]];
-        int64_t i = lo, j = hi;
-        while (i <= j) {
-            while (v[idx[i]] > pivot)
-                i++;
-            while (v[idx[j]] < pivot)
-                j--;
-            if (i <= j) {
-                int32_t t = idx[i];
-                idx[i++] = idx[j];
-                idx[j--] = t;
-            }
-        }
-        if (want <= j)
-            hi = j;
-        else if (want >= i)
-            lo = i;
-        else
-            break;
+    for (;;) {
+        int64_t l = 2 * i + 1, m = i;
+        if (l < n && h[l] < h[m])
+            m = l;
+        if (l + 1 < n && h[l + 1] < h[m])
+            m = l + 1;
+        if (m == i)
+            return;
+        float t = h[i];
+        h[i] = h[m];
+        h[m] = t;
+        i = m;
     }
-    return v[idx[want]];
 }
 
-int32_t sampler_sample(struct sampler *s, const float *logits)
+/* The k-th largest of the finite values among v[0..n) (1 <= k <= their count), in one pass
+ * keeping the k largest in a min-heap (heap: k floats): most values lose against its root. */
+static float kth_largest(const float *v, int64_t n, int64_t k, float *heap)
 {
-    const int64_t V = s->n_vocab,
-                  limit = s->p.mask_from > 0 && s->p.mask_from < V ? s->p.mask_from : V;
+    int64_t size = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (!(v[i] > -INFINITY))
+            continue;
+        if (size < k) {
+            heap[size++] = v[i];
+            if (size == k)
+                for (int64_t j = k / 2 - 1; j >= 0; j--)
+                    sift_down(heap, k, j);
+        } else if (v[i] > heap[0]) {
+            heap[0] = v[i];
+            sift_down(heap, k, 0);
+        }
+    }
+    return heap[0];
+}
+
+/* v[0..limit) = the logits after the penalties; returns the first largest. */
+static int32_t penalized(struct sampler *s, const float *logits, int64_t limit)
+{
     float *v = s->val;
+    int32_t best = 0;
     for (int64_t i = 0; i < limit; i++) {
         float x = logits[i];
         if (s->seen[i]) {
@@ -146,41 +159,71 @@ int32_t sampler_sample(struct sampler *s, const float *logits)
             x -= s->p.presence_penalty;
         }
         v[i] = x;
-    }
-    int32_t best = 0;
-    for (int64_t i = 1; i < limit; i++)
-        if (v[i] > v[best])
+        if (x > v[best])
             best = (int32_t)i;
+    }
+    return best;
+}
+
+/*
+ * The candidates, sorted (descending value, then ascending id) into s->idx; returns their
+ * count and sets *dropped to the summed exp(v - mx) of tokens left out whose probability
+ * top-p must still count. Top-k keeps every value >= the k-th largest. With top-k off and
+ * top-p on, tokens below mx - ln(n / (1 - top_p)) - 1 are left out before sorting: each has
+ * probability below e^-1 (1 - top_p) / n, all of them together below 1 - top_p, so they are
+ * the lowest and top-p drops them whatever the rest (keeping them would only make the sort
+ * longer: 168k candidates sorted cost 20 ms a token).
+ */
+static int64_t candidates(struct sampler *s, int64_t limit, float mx, double *dropped)
+{
+    const float *v = s->val;
+    int64_t n = 0;
+    for (int64_t i = 0; i < limit; i++)
+        n += v[i] > -INFINITY;
+    float floor = -INFINITY;
+    int by_top_p = 0;
+    *dropped = 0;
+    if (s->p.top_k > 0 && s->p.top_k < n) {
+        floor = kth_largest(v, limit, s->p.top_k, s->work);
+    } else if (s->p.top_p < 1.0f) {
+        floor = (float)((double)mx - log((double)n / (1.0 - (double)s->p.top_p)) - 1.0);
+        by_top_p = 1;
+    }
+    int64_t m = 0;
+    for (int64_t i = 0; i < limit; i++) {
+        if (v[i] >= floor && v[i] > -INFINITY)
+            s->idx[m++] = (int32_t)i;
+        else if (by_top_p && v[i] > -INFINITY)
+            *dropped += exp((double)(v[i] - mx));
+    }
+    qsort_r(s->idx, (size_t)m, sizeof *s->idx, cmp_desc, s->val);
+    return m;
+}
+
+int32_t sampler_sample(struct sampler *s, const float *logits)
+{
+    const int64_t V = s->n_vocab,
+                  limit = s->p.mask_from > 0 && s->p.mask_from < V ? s->p.mask_from : V;
+    float *v = s->val;
+    int32_t best = penalized(s, logits, limit);
     if (s->p.greedy || s->p.temperature <= 0)
         return best;
     const float inv_t = 1.0f / s->p.temperature;
-    int64_t n = 0;
-    for (int64_t i = 0; i < limit; i++) {
+    for (int64_t i = 0; i < limit; i++)
         v[i] *= inv_t;
-        if (v[i] > -INFINITY)
-            s->idx[n++] = (int32_t)i;
-    }
-    if (n == 0)
+    const float mx = v[best]; /* scaling by inv_t > 0 keeps the order */
+    if (!(mx > -INFINITY))
         return best;
-    /* top-k: keep every value >= the k-th largest (ties included) */
-    if (s->p.top_k > 0 && s->p.top_k < n) {
-        float kth = kth_largest(v, s->idx, n, s->p.top_k);
-        int64_t m = 0;
-        for (int64_t i = 0; i < limit; i++)
-            if (v[i] >= kth)
-                s->idx[m++] = (int32_t)i;
-        n = m;
-    }
-    qsort_r(s->idx, (size_t)n, sizeof *s->idx, cmp_desc, v);
-    /* softmax over the candidates */
-    const float mx = v[s->idx[0]];
-    double sum = 0;
+    double dropped;
+    int64_t n = candidates(s, limit, mx, &dropped);
+    /* softmax over the candidates (and the mass top-p drops first) */
+    double sum = dropped;
     for (int64_t i = 0; i < n; i++)
         sum += exp((double)(v[s->idx[i]] - mx));
     /* top-p: from the smallest upwards, drop while the cumulative probability <= 1 − p */
     int64_t keep = n;
     if (s->p.top_p < 1.0f) {
-        float cum = 0;
+        float cum = (float)(dropped / sum);
         for (int64_t i = n - 1; i > 0; i--) {
             cum += (float)(exp((double)(v[s->idx[i]] - mx)) / sum);
             if (cum <= 1.0f - s->p.top_p)

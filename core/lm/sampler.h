@@ -46,6 +46,7 @@ struct sampler {
     /* scratch [n_vocab] */
     float *val;
     int32_t *idx;
+    float *work;   /* top-k's heap */
     uint8_t *seen; /* ids accepted so far (penalties) */
 };
 
