@@ -146,11 +146,12 @@ static float kth_largest(const float *v, int64_t n, int64_t k, float *heap)
     return heap[0];
 }
 
-/* v[0..limit) = the logits after the penalties; returns the first largest. */
+/* v[0..limit) = the logits after the penalties; returns the first largest (NaNs, which a
+ * broken model may give, are never the largest; 0 when all are NaN). */
 static int32_t penalized(struct sampler *s, const float *logits, int64_t limit)
 {
     float *v = s->val;
-    int32_t best = 0;
+    int32_t best = -1;
     for (int64_t i = 0; i < limit; i++) {
         float x = logits[i];
         if (s->seen[i]) {
@@ -159,10 +160,10 @@ static int32_t penalized(struct sampler *s, const float *logits, int64_t limit)
             x -= s->p.presence_penalty;
         }
         v[i] = x;
-        if (x > v[best])
+        if (x == x && (best < 0 || x > v[best]))
             best = (int32_t)i;
     }
-    return best;
+    return best < 0 ? 0 : best;
 }
 
 /*

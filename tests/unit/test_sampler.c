@@ -93,6 +93,18 @@ TEST(sampler_rules)
     sampler_free(&a);
     sampler_free(&b);
 
+    /* a NaN (a broken model's) is never drawn nor taken as the largest */
+    float bad[8] = { NAN, 1, 2, 9, NAN, 0, 1, 2 };
+    REQUIRE(sampler_init(&a, &p, 8, &e) == 0);
+    a.p.temperature = 0.1f;
+    int nine = 1;
+    for (int i = 0; i < 50; i++)
+        nine &= sampler_sample(&a, bad) == 3;
+    CHECK(nine);
+    a.p.greedy = 1;
+    CHECK(sampler_sample(&a, bad) == 3);
+    sampler_free(&a);
+
     p.top_k = -1;
     CHECK(sampler_init(&a, &p, 8, &e) == -1);
 }
