@@ -212,8 +212,8 @@ int32_t sampler_sample(struct sampler *s, const float *logits)
     const float inv_t = 1.0f / s->p.temperature;
     for (int64_t i = 0; i < limit; i++)
         v[i] *= inv_t;
-    const float mx = v[best]; /* scaling by inv_t > 0 keeps the order */
-    if (!(mx > -INFINITY))
+    const float mx = v[best];                /* scaling by inv_t > 0 keeps the order */
+    if (!(mx > -INFINITY) || mx == INFINITY) /* nothing to draw from, or one certain */
         return best;
     double dropped;
     int64_t n = candidates(s, limit, mx, &dropped);

@@ -103,6 +103,9 @@ TEST(sampler_rules)
     CHECK(nine);
     a.p.greedy = 1;
     CHECK(sampler_sample(&a, bad) == 3);
+    a.p.greedy = 0;
+    bad[6] = INFINITY; /* an infinite logit is certain */
+    CHECK(sampler_sample(&a, bad) == 6);
     sampler_free(&a);
 
     p.top_k = -1;
