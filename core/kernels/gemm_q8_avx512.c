@@ -23,6 +23,7 @@
 #define GROUP_SZ (GEMM_Q8_GROUP * QK)
 #define TC       GEMM_Q8_TILE_COLS
 #define TR       GEMM_Q8_TILE_ROWS
+_Static_assert(TR == 5, "gemm_q8_avx512_cols instantiates one tile of 2 .. 4 rows");
 
 /* Bytes ahead of the group being packed that the weight stream is prefetched: the hardware
  * prefetchers stop at 4 KiB pages (see gemv_avx512.c). */
@@ -30,8 +31,12 @@
 
 /* Most rows served by the direct walk (more go to the packed tiles; measured on 2 threads at
  * K = 4096: direct 622 GFLOP/s at 8 rows against the tiles' 468, tiles 560 at 16 rows against
- * direct 266, which no longer holds its accumulators in registers). */
-#define DIRECT_ROWS 8
+ * direct 266, which no longer holds its accumulators in registers), and the most bytes of
+ * quantized x it takes: the walk reads all of x again for every output, from L1 while it fits
+ * (1 thread, K = 13696: 4 rows direct 107-111 GFLOP/s, in one tile 142; 6 rows direct 96-101,
+ * in tiles 188; K = 4096: 6 rows direct 282-285, in tiles 221-228). */
+#define DIRECT_ROWS    8
+#define DIRECT_X_BYTES 32768
 
 void gemm_q8_avx512_quantize(uint8_t *xq, float *xd, const float *x, int64_t k, int64_t groups)
 {
@@ -251,18 +256,36 @@ VNNI static inline __attribute__((always_inline)) void direct(const struct gemm_
     }
 }
 
+/* One function per row count, so that each walk's loops are laid out on their own, whatever
+ * else the kernel file holds (inlined into one function, the walk for one row ran 2-5 %
+ * slower for code added elsewhere in it). */
+#define DIRECT_INSTANCE(R)                                                              \
+    VNNI __attribute__((noinline)) static void direct_##R(const struct gemm_q8_args *a, \
+                                                          int64_t m0, int64_t m1)       \
+    {                                                                                   \
+        direct(a, m0, m1, R);                                                           \
+    }
+DIRECT_INSTANCE(1)
+DIRECT_INSTANCE(2)
+DIRECT_INSTANCE(3)
+DIRECT_INSTANCE(4)
+DIRECT_INSTANCE(5)
+DIRECT_INSTANCE(6)
+DIRECT_INSTANCE(7)
+DIRECT_INSTANCE(8)
+
 VNNI void gemm_q8_avx512_cols(const struct gemm_q8_args *a, int64_t m0, int64_t m1, void *scratch)
 {
-    if (a->n <= DIRECT_ROWS) {
+    if (a->n <= DIRECT_ROWS && (size_t)a->n * a->groups * GROUP_SZ <= DIRECT_X_BYTES) {
         switch (a->n) {
-        case 1: direct(a, m0, m1, 1); return;
-        case 2: direct(a, m0, m1, 2); return;
-        case 3: direct(a, m0, m1, 3); return;
-        case 4: direct(a, m0, m1, 4); return;
-        case 5: direct(a, m0, m1, 5); return;
-        case 6: direct(a, m0, m1, 6); return;
-        case 7: direct(a, m0, m1, 7); return;
-        default: direct(a, m0, m1, 8); return;
+        case 1: direct_1(a, m0, m1); return;
+        case 2: direct_2(a, m0, m1); return;
+        case 3: direct_3(a, m0, m1); return;
+        case 4: direct_4(a, m0, m1); return;
+        case 5: direct_5(a, m0, m1); return;
+        case 6: direct_6(a, m0, m1); return;
+        case 7: direct_7(a, m0, m1); return;
+        default: direct_8(a, m0, m1); return;
         }
     }
     const int64_t G = a->groups, nb = a->k / QK;
@@ -282,6 +305,14 @@ VNNI void gemm_q8_avx512_cols(const struct gemm_q8_args *a, int64_t m0, int64_t 
             for (int64_t g = 0; g < G; g++)
                 pack_group(wt + (size_t)(i * G + g) * GROUP_SZ, nc + (i * G + g) * 16,
                            dw + (i * G + g) * 16, wr, g, nb);
+        }
+        if (a->n < TR) { /* a few rows whose x outgrew the direct walk: one tile of them */
+            switch (a->n) {
+            case 2: rows_tile(a, wt, nc, dw, m, mt, 0, 2); continue;
+            case 3: rows_tile(a, wt, nc, dw, m, mt, 0, 3); continue;
+            case 4: rows_tile(a, wt, nc, dw, m, mt, 0, 4); continue;
+            default: break;
+            }
         }
         int64_t r = 0;
         for (; r + TR <= a->n; r += TR)
