@@ -23,7 +23,7 @@
 #define GROUP_SZ (GEMM_Q8_GROUP * QK)
 #define TC       GEMM_Q8_TILE_COLS
 #define TR       GEMM_Q8_TILE_ROWS
-_Static_assert(TR == 5, "gemm_q8_avx512_cols instantiates one tile of 2 .. 4 rows");
+_Static_assert(TR == 5, "last_rows instantiates tiles of 1 .. 4 rows");
 
 /* Bytes ahead of the group being packed that the weight stream is prefetched: the hardware
  * prefetchers stop at 4 KiB pages (see gemv_avx512.c). */
@@ -256,6 +256,20 @@ VNNI static inline __attribute__((always_inline)) void direct(const struct gemm_
     }
 }
 
+/* The rows after the whole tiles (1 .. TR - 1 of them) as one tile; on its own, as the walks
+ * below are, so that the tiles' loops keep their layout. */
+VNNI __attribute__((noinline)) static void last_rows(const struct gemm_q8_args *a,
+                                                     const uint8_t *wt, const int32_t *nc,
+                                                     const float *dw, int64_t m, int mt, int64_t r)
+{
+    switch (a->n - r) {
+    case 1: rows_tile(a, wt, nc, dw, m, mt, r, 1); break;
+    case 2: rows_tile(a, wt, nc, dw, m, mt, r, 2); break;
+    case 3: rows_tile(a, wt, nc, dw, m, mt, r, 3); break;
+    default: rows_tile(a, wt, nc, dw, m, mt, r, 4); break;
+    }
+}
+
 /* One function per row count, so that each walk's loops are laid out on their own, whatever
  * else the kernel file holds (inlined into one function, the walk for one row ran 2-5 %
  * slower for code added elsewhere in it). */
@@ -306,18 +320,10 @@ VNNI void gemm_q8_avx512_cols(const struct gemm_q8_args *a, int64_t m0, int64_t 
                 pack_group(wt + (size_t)(i * G + g) * GROUP_SZ, nc + (i * G + g) * 16,
                            dw + (i * G + g) * 16, wr, g, nb);
         }
-        if (a->n < TR) { /* a few rows whose x outgrew the direct walk: one tile of them */
-            switch (a->n) {
-            case 2: rows_tile(a, wt, nc, dw, m, mt, 0, 2); continue;
-            case 3: rows_tile(a, wt, nc, dw, m, mt, 0, 3); continue;
-            case 4: rows_tile(a, wt, nc, dw, m, mt, 0, 4); continue;
-            default: break;
-            }
-        }
         int64_t r = 0;
         for (; r + TR <= a->n; r += TR)
             rows_tile(a, wt, nc, dw, m, mt, r, TR);
-        for (; r < a->n; r++)
-            rows_tile(a, wt, nc, dw, m, mt, r, 1);
+        if (r < a->n)
+            last_rows(a, wt, nc, dw, m, mt, r);
     }
 }
