@@ -23,9 +23,9 @@
  * row's blocks are transposed in registers 16 blocks at a time so that lane l of a vector
  * sums block l alone (no horizontal sums per row), and up to GEMM_Q8_ROWS rows share each
  * weight load: up to 8 rows straight from those registers while their x fits 32 KiB (L1),
- * more in tiles of 4 outputs × up to 5 rows over weights stored in that layout once per tile. AVX2:
- * vpmaddubsw with |q_w| and q_x carrying the sign of q_w (no saturation: 2 * 128 * 127 < 2^15),
- * horizontal sums per block.
+ * more in tiles of 4 outputs × up to 5 rows over weights stored in that layout once per
+ * tile. AVX2: vpmaddubsw with |q_w| and q_x carrying the sign of q_w (no saturation:
+ * 2 * 128 * 127 < 2^15), horizontal sums per block.
  */
 #ifndef PARLEY_GEMM_Q8_H
 #define PARLEY_GEMM_Q8_H

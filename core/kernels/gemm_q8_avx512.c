@@ -291,16 +291,11 @@ DIRECT_INSTANCE(8)
 VNNI void gemm_q8_avx512_cols(const struct gemm_q8_args *a, int64_t m0, int64_t m1, void *scratch)
 {
     if (a->n <= DIRECT_ROWS && (size_t)a->n * a->groups * GROUP_SZ <= DIRECT_X_BYTES) {
-        switch (a->n) {
-        case 1: direct_1(a, m0, m1); return;
-        case 2: direct_2(a, m0, m1); return;
-        case 3: direct_3(a, m0, m1); return;
-        case 4: direct_4(a, m0, m1); return;
-        case 5: direct_5(a, m0, m1); return;
-        case 6: direct_6(a, m0, m1); return;
-        case 7: direct_7(a, m0, m1); return;
-        default: direct_8(a, m0, m1); return;
-        }
+        static void (*const walk[DIRECT_ROWS])(const struct gemm_q8_args *, int64_t, int64_t) = {
+            direct_1, direct_2, direct_3, direct_4, direct_5, direct_6, direct_7, direct_8
+        };
+        walk[a->n - 1](a, m0, m1);
+        return;
     }
     const int64_t G = a->groups, nb = a->k / QK;
     uint8_t *wt = scratch;                                     /* [TC][G][8][64] */
