@@ -183,11 +183,9 @@ struct job {
 static void run_cols(void *arg, int64_t t0, int64_t t1)
 {
     const struct job *j = arg;
-    int64_t m = j->m, groups = (m + GRAIN - 1) / GRAIN;
     for (int64_t t = t0; t < t1; t++) {
-        int64_t per = groups / j->threads, extra = groups % j->threads;
-        int64_t g0 = t * per + (t < extra ? t : extra), g1 = g0 + per + (t < extra);
-        int64_t m0 = g0 * GRAIN, m1 = g1 * GRAIN < m ? g1 * GRAIN : m;
+        int64_t m0, m1;
+        pool_range(j->m, GRAIN, j->threads, (int)t, &m0, &m1);
         if (m0 >= m1)
             continue;
         if (j->panels)

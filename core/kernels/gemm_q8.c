@@ -130,12 +130,9 @@ struct job {
 static void run_cols(void *arg, int64_t t0, int64_t t1)
 {
     const struct job *j = arg;
-    int64_t m = j->args.ldy, tiles = (m + GEMM_Q8_TILE_COLS - 1) / GEMM_Q8_TILE_COLS;
     for (int64_t t = t0; t < t1; t++) {
-        int64_t per = tiles / j->threads, extra = tiles % j->threads;
-        int64_t g0 = t * per + (t < extra ? t : extra), g1 = g0 + per + (t < extra);
-        int64_t m0 = g0 * GEMM_Q8_TILE_COLS;
-        int64_t m1 = g1 * GEMM_Q8_TILE_COLS < m ? g1 * GEMM_Q8_TILE_COLS : m;
+        int64_t m0, m1;
+        pool_range(j->args.ldy, GEMM_Q8_TILE_COLS, j->threads, (int)t, &m0, &m1);
         if (m0 >= m1)
             continue;
         void *s = j->thread_scratch + (size_t)t * j->thread_bytes;

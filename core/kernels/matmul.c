@@ -63,8 +63,8 @@ static void run_panels(void *arg, int64_t t0, int64_t t1)
     const struct tensor *w = j->w;
     int64_t n_panels = (j->m + MATMUL_PANEL_ROWS - 1) / MATMUL_PANEL_ROWS;
     for (int64_t t = t0; t < t1; t++) {
-        int64_t per = n_panels / j->threads, extra = n_panels % j->threads;
-        int64_t p0 = t * per + (t < extra ? t : extra), p1 = p0 + per + (t < extra);
+        int64_t p0, p1;
+        pool_range(n_panels, 1, j->threads, (int)t, &p0, &p1);
         float *panel = j->scratch ? j->scratch + (size_t)t * panel_floats(w) : NULL;
         for (int64_t p = p0; p < p1; p++) {
             int64_t m0 = p * MATMUL_PANEL_ROWS;

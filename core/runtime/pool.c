@@ -31,20 +31,20 @@ struct worker_arg {
     int index;
 };
 
-static void range_of(const struct pool *p, int index, int64_t *begin, int64_t *end)
+void pool_range(int64_t n, int64_t grain, int n_threads, int index, int64_t *begin, int64_t *end)
 {
-    int64_t blocks = (p->n + p->grain - 1) / p->grain;
-    int64_t per = blocks / p->n_threads, extra = blocks % p->n_threads;
+    int64_t blocks = (n + grain - 1) / grain;
+    int64_t per = blocks / n_threads, extra = blocks % n_threads;
     int64_t b0 = index * per + (index < extra ? index : extra);
     int64_t b1 = b0 + per + (index < extra ? 1 : 0);
-    *begin = b0 * p->grain < p->n ? b0 * p->grain : p->n;
-    *end = b1 * p->grain < p->n ? b1 * p->grain : p->n;
+    *begin = b0 * grain < n ? b0 * grain : n;
+    *end = b1 * grain < n ? b1 * grain : n;
 }
 
 static void run_range(struct pool *p, int index)
 {
     int64_t begin, end;
-    range_of(p, index, &begin, &end);
+    pool_range(p->n, p->grain, p->n_threads, index, &begin, &end);
     if (begin < end)
         p->fn(p->arg, begin, end);
 }

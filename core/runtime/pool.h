@@ -23,4 +23,9 @@ int pool_threads(const struct pool *p); /* 1 for a NULL pool */
 
 void pool_for(struct pool *p, int64_t n, int64_t grain, pool_fn *fn, void *arg);
 
+/* Thread `index`'s range [*begin, *end) of [0, n) among n_threads, split as pool_for splits it
+ * (contiguous, multiples of grain, the last one taking the rest; possibly empty): for loops
+ * that run pool_for over one index per thread to give each thread its own scratch. */
+void pool_range(int64_t n, int64_t grain, int n_threads, int index, int64_t *begin, int64_t *end);
+
 #endif
