@@ -177,6 +177,11 @@ TEST(gemm_bf16_against_reference)
     pool_free(two);
 }
 
+/* Inputs at bf16's rounding boundaries: 1 + 2^-8 and 1 + 3 * 2^-8 are ties, 1 + 2^-8 + 2^-20
+ * just above one; 1.5 and -2 are bf16 values. */
+static const float bf16_edges[5] = { 1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, 1.0f + 0x1p-8f + 0x1p-20f,
+                                     1.5f, -2.0f };
+
 /* x is split as hi = bf16(x) rounded to nearest, ties to even (as PyTorch's
  * .to(torch.bfloat16)), plus lo = bf16(x - hi); an x that is a bf16 value is used as it is. */
 TEST(gemm_bf16_splits_x)
@@ -185,8 +190,7 @@ TEST(gemm_bf16_splits_x)
     const uint16_t one = 0x3f80; /* 1.0 */
     /* 1 + 2^-8: hi 1 (tie, even), lo 2^-8; 1 + 3 * 2^-8: hi 1 + 2^-6 (tie, even), lo -2^-8;
      * 1 + 2^-8 + 2^-20: hi 1 + 2^-7, lo -(2^-8 - 2^-20) rounds to -2^-8; 1.5 and -2: bf16 */
-    const float xs[5] = { 1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, 1.0f + 0x1p-8f + 0x1p-20f, 1.5f,
-                          -2.0f };
+    const float *xs = bf16_edges;
     const float want[5] = { 1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, 1.0f + 0x1p-8f, 1.5f, -2.0f };
     for (int level = CPU_LEVEL_GENERIC; level <= (int)best; level++) {
         REQUIRE(cpu_set_level((enum cpu_level)level) == 0);
@@ -323,8 +327,7 @@ TEST(gemm_bf16_rounded_rounds_x)
     const uint16_t one = 0x3f80; /* 1.0 */
     /* 1 + 2^-8: a tie, to 1 (even); 1 + 3 * 2^-8: a tie, to 1 + 2^-6; 1 + 2^-8 + 2^-20: up to
      * 1 + 2^-7; 1.5 and -2: bf16 values */
-    const float xs[5] = { 1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, 1.0f + 0x1p-8f + 0x1p-20f, 1.5f,
-                          -2.0f };
+    const float *xs = bf16_edges;
     const float want[5] = { 1.0f, 1.0f + 0x1p-6f, 1.0f + 0x1p-7f, 1.5f, -2.0f };
     for (int level = CPU_LEVEL_GENERIC; level <= (int)best; level++) {
         REQUIRE(cpu_set_level((enum cpu_level)level) == 0);
