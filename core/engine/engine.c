@@ -666,13 +666,12 @@ enum engine_status engine_set_sampling(struct engine_session *s, const struct sa
     if (s->state != S_IDLE) {
         st = ENGINE_ERR_STATE;
         err_set(e, "engine: sampling changes between turns, not during an answer");
-    } else if (p->max_new < 1 || p->max_new > s->max_new_cap || !(p->temperature >= 0) ||
-               p->top_k < 0 || !(p->top_p > 0) || !(p->repetition_penalty > 0)) {
+    } else if (p->max_new < 1 || p->max_new > s->max_new_cap || p->temperature < 0) {
         st = ENGINE_ERR_INVALID;
-        err_set(
-            e,
-            "engine: bad sampling (max_new %d of at most %d, temperature %g, top_k %d, top_p %g)",
-            p->max_new, s->max_new_cap, (double)p->temperature, p->top_k, (double)p->top_p);
+        err_set(e, "engine: bad sampling (max_new %d of at most %d, temperature %g)", p->max_new,
+                s->max_new_cap, (double)p->temperature);
+    } else if (sampler_check(p, e) != 0) {
+        st = ENGINE_ERR_INVALID;
     } else {
         uint64_t seed = s->smp.p.seed;
         int32_t mask_from = (int32_t)s->smp.p.mask_from;

@@ -53,11 +53,8 @@ void sampler_reset(struct sampler *s, uint64_t seed)
         memset(s->seen, 0, (size_t)s->n_vocab);
 }
 
-int sampler_init(struct sampler *s, const struct sampler_params *p, int64_t n_vocab, struct err *e)
+int sampler_check(const struct sampler_params *p, struct err *e)
 {
-    memset(s, 0, sizeof *s);
-    if (n_vocab < 1)
-        return err_set(e, "sampler: empty vocabulary");
     if (!(p->temperature == p->temperature) || p->top_k < 0 || !(p->top_p > 0) ||
         !(p->repetition_penalty > 0) || p->mask_from < 0)
         return err_set(e,
@@ -65,6 +62,16 @@ int sampler_init(struct sampler *s, const struct sampler_params *p, int64_t n_vo
                        "repetition penalty %g)",
                        (double)p->temperature, p->top_k, (double)p->top_p,
                        (double)p->repetition_penalty);
+    return 0;
+}
+
+int sampler_init(struct sampler *s, const struct sampler_params *p, int64_t n_vocab, struct err *e)
+{
+    memset(s, 0, sizeof *s);
+    if (n_vocab < 1)
+        return err_set(e, "sampler: empty vocabulary");
+    if (sampler_check(p, e) != 0)
+        return -1;
     s->p = *p;
     s->n_vocab = n_vocab;
     s->val = malloc((size_t)n_vocab * sizeof *s->val);

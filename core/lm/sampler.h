@@ -50,6 +50,9 @@ struct sampler {
     uint8_t *seen; /* ids accepted so far (penalties) */
 };
 
+/* 0 when p's settings can be sampled with (a NaN temperature, a negative top_k, a top_p or
+ * repetition penalty not above 0, a negative mask_from cannot), else -1 with e set. */
+int sampler_check(const struct sampler_params *p, struct err *e);
 int sampler_init(struct sampler *s, const struct sampler_params *p, int64_t n_vocab, struct err *e);
 void sampler_free(struct sampler *s);
 /* Forgets the penalty history and reseeds. */
