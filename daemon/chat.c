@@ -469,7 +469,6 @@ static void chat_vad_emit(void *user, enum vad_kind kind, int64_t pos, const flo
     }
 }
 
-/* Counts audio against max_audio_rate x real time; pauses reading when ahead. */
 enum { CHAT_PAUSE_TOO_FAST = 1, CHAT_PAUSE_BACKLOG = 2 };
 
 /* Sets or clears one reason to pause reading; the transport hears only the changes. mu held. */
@@ -494,6 +493,7 @@ static void chat_backlog_check(struct chat_session *s)
         chat_pause(s, CHAT_PAUSE_BACKLOG, 0);
 }
 
+/* Counts audio against max_audio_rate x real time; pauses reading when ahead. */
 static void chat_rate_check(struct chat_session *s, int64_t n)
 {
     int max_rate = s->lim.max_rate;
@@ -565,15 +565,13 @@ static void chat_start(struct chat_session *s, json_t *m, json_t *eid)
     json_t *jsys = json_object_get(m, "system_prompt");
     if (jsys) {
         sys = json_string_value(jsys);
-        if (!sys || (strcmp(sys, "auto") && strcmp(sys, "audio") && strcmp(sys, "text"))) {
+        o.system_prompt = chat_system_named(sys);
+        if (o.system_prompt == -2) {
             chat_error(s, "invalid_value", eid, 0, 0,
                        "system_prompt: \"auto\", \"audio\" or \"text\"");
             return;
         }
     }
-    o.system_prompt = !strcmp(sys, "audio")  ? CHAT_MODE_AUDIO
-                      : !strcmp(sys, "text") ? CHAT_MODE_TEXT
-                                             : CHAT_SYSTEM_AUTO;
     if (chat_parse_codec(s, json_object_get(m, "input"), "input", &ic, &ir, eid) ||
         chat_parse_codec(s, json_object_get(m, "output"), "output", &oc, &orate, eid) ||
         chat_parse_sampling(s, json_object_get(m, "sampling"), &sp, eid) ||

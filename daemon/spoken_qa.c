@@ -28,13 +28,12 @@
 #define QA_SEED_MAX      9007199254740992.0 /* 2^53: exact in JSON numbers */
 
 enum qa_out { QA_OUT_JSON, QA_OUT_WAV, QA_OUT_OGG, QA_OUT_SSE, QA_OUT_NONE };
-enum qa_prompt { QA_PROMPT_AUTO, QA_PROMPT_AUDIO, QA_PROMPT_TEXT };
 
 struct qa_options {
     struct sampler_params sampling;
-    int ogg;    /* audio in a JSON answer as Ogg Opus instead of WAV */
-    int stream; /* -1: not said */
-    enum qa_prompt prompt;
+    int ogg;           /* audio in a JSON answer as Ogg Opus instead of WAV */
+    int stream;        /* -1: not said */
+    int system_prompt; /* chat_system_named's */
 };
 
 /* An error response in the making: HTTP status, type (also the metric label), message. */
@@ -221,12 +220,10 @@ static int qa_option(struct qa_options *o, const char *name, const char *str, js
             return qa_fail(q, 400, "invalid_value", "format: \"wav\" or \"ogg\"");
         o->ogg = !strcmp(s, "ogg");
     } else if (!strcmp(name, "system_prompt")) {
-        if (!s || (strcmp(s, "auto") && strcmp(s, "audio") && strcmp(s, "text")))
+        o->system_prompt = chat_system_named(s);
+        if (o->system_prompt == -2)
             return qa_fail(q, 400, "invalid_value",
                            "system_prompt: \"auto\", \"audio\" or \"text\"");
-        o->prompt = !strcmp(s, "audio")  ? QA_PROMPT_AUDIO
-                    : !strcmp(s, "text") ? QA_PROMPT_TEXT
-                                         : QA_PROMPT_AUTO;
     } else {
         return 1;
     }
@@ -388,6 +385,7 @@ static int qa_parse(struct qa_question *qq, struct qa_options *o, enum qa_out *o
     memset(o, 0, sizeof *o);
     o->sampling = dflt.sampling;
     o->stream = -1;
+    o->system_prompt = CHAT_SYSTEM_AUTO;
     for (int i = 0; i < QA_N_OPTIONS; i++) {
         const char *v = http_call_arg(c, qa_option_names[i]);
         if (v && qa_option(o, qa_option_names[i], v, NULL, svc->lm_ctx, q))
@@ -875,9 +873,7 @@ static int qa_start(struct qa_turn *t, struct qa_error *q)
     o.sampling.max_new = t->opt.sampling.max_new;
     o.sampling.seed = t->opt.sampling.seed;
     o.sampling.greedy = t->opt.sampling.greedy;
-    o.system_prompt = t->opt.prompt == QA_PROMPT_AUDIO  ? CHAT_MODE_AUDIO
-                      : t->opt.prompt == QA_PROMPT_TEXT ? CHAT_MODE_TEXT
-                                                        : CHAT_SYSTEM_AUTO;
+    o.system_prompt = t->opt.system_prompt;
     if (t->qq.audio && (double)t->qq.n / t->qq.rate > o.max_user_seconds) {
         service_leave(svc);
         return qa_fail(q, 400, "turn_too_long", "the question is %.1f s long; at most %.0f s",

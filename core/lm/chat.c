@@ -20,6 +20,17 @@ void chat_init(struct chat *c)
     c->system = CHAT_SYSTEM_AUTO;
 }
 
+int chat_system_named(const char *name)
+{
+    if (!name)
+        return -2;
+    if (!strcmp(name, "auto"))
+        return CHAT_SYSTEM_AUTO;
+    if (!strcmp(name, "audio"))
+        return CHAT_MODE_AUDIO;
+    return !strcmp(name, "text") ? CHAT_MODE_TEXT : -2;
+}
+
 void chat_free(struct chat *c)
 {
     bpe_text_free(&c->prev_input);

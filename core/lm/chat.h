@@ -39,6 +39,10 @@ struct chat {
 };
 #define CHAT_SYSTEM_AUTO (-1)
 
+/* The system prompt a request names: "auto" CHAT_SYSTEM_AUTO, "audio" CHAT_MODE_AUDIO, "text"
+ * CHAT_MODE_TEXT; -2 for anything else (NULL too). */
+int chat_system_named(const char *name);
+
 void chat_init(struct chat *c);
 void chat_free(struct chat *c);
 
