@@ -321,9 +321,13 @@ TEST(chat_typed_errors)
     CHECK(strstr(io.json[v], "input.rate") != NULL);
     tc_msg(s, "{\"type\":\"session.start\",\"sampling\":{\"top_p\":\"x\"}}");
     CHECK(tc_wait(&io, v + 1, "sampling.top_p", 1) >= 0);
+    tc_msg(s, "{\"type\":\"session.start\",\"system_prompt\":\"spoken\"}");
+    CHECK(tc_wait(&io, v + 1, "system_prompt: ", 1) >= 0);
     tc_msg(s, "{\"type\":\"session.start\",\"input\":{\"codec\":\"opus\",\"rate\":16000},"
-              "\"output\":{\"codec\":\"pcm16\",\"rate\":24000}}");
-    REQUIRE(tc_wait(&io, 0, "\"session.started\"", 1) >= 0);
+              "\"output\":{\"codec\":\"pcm16\",\"rate\":24000},\"system_prompt\":\"text\"}");
+    int started = tc_wait(&io, 0, "\"session.started\"", 1);
+    REQUIRE(started >= 0);
+    CHECK(strstr(io.json[started], "\"system_prompt\":\"text\"") != NULL);
     CHECK(tc_wait(&io, 0, "\"server_vad\"", 0) >= 0);
     tc_msg(s, "{\"type\":\"session.start\"}");
     CHECK(tc_wait(&io, 0, "\"already_started\"", 1) >= 0);
